@@ -1,0 +1,13 @@
+"""ctcx: fused CTC loss and CTC decoding for PyTorch, on CPU and CUDA.
+
+- :func:`ctc_loss` / :class:`CTCLoss`: drop-ins for ``torch.nn.functional.ctc_loss``
+  / ``torch.nn.CTCLoss`` that compute loss and gradient in one fused pass.
+- :func:`greedy_decode`: best-path decoding.
+- :func:`cuda_available`: whether the CUDA kernels were compiled in.
+"""
+from .decode import greedy_decode
+from .loss import CTCLoss, ctc_loss
+from .ops import cuda_available
+
+__version__ = "0.1.0"
+__all__ = ["ctc_loss", "CTCLoss", "greedy_decode", "cuda_available", "__version__"]

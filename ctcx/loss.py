@@ -1,0 +1,175 @@
+"""The fused CTC loss: ``ctcx.ctc_loss`` and ``ctcx.CTCLoss``.
+
+Drop-in replacements for ``torch.nn.functional.ctc_loss`` and
+``torch.nn.CTCLoss`` (Graves et al. 2006, "Connectionist Temporal
+Classification: Labelling Unsegmented Sequence Data with Recurrent Neural
+Networks", ICML). Argument normalisation and the reductions happen here with
+ordinary torch ops; the kernels see one canonical form (see csrc/ops.cpp).
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+from . import ops  # noqa: F401  (registers torch.ops.ctcx.ctc_loss)
+
+__all__ = ["ctc_loss", "CTCLoss"]
+
+Lengths = Union[torch.Tensor, Sequence[int], int]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _lengths_tensor(name: str, value: Lengths, n: int, batched: bool,
+                    device: torch.device) -> torch.Tensor:
+    """Return ``value`` as an (n,) int64 tensor on ``device``; raise ValueError if it is not one."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+            raise ValueError(f"ctcx.ctc_loss: {name} must hold integers, got dtype {value.dtype}")
+        t = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        t = torch.tensor([value])
+    elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        t = torch.tensor(list(value), dtype=torch.long)
+    else:
+        raise ValueError(
+            f"ctcx.ctc_loss: {name} must be a tensor, list or tuple of ints, got {type(value).__name__}")
+    expected = (n,) if batched else ((), (1,))
+    if (batched and tuple(t.shape) != (n,)) or (not batched and tuple(t.shape) not in expected):
+        raise ValueError(
+            f"ctcx.ctc_loss: {name} must have shape {(n,) if batched else '() or (1,)'} "
+            f"(one length per batch element), got {tuple(t.shape)}")
+    return t.reshape(n).to(device=device, dtype=torch.long)
+
+
+def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
+             target_lengths: Lengths, blank: int = 0, reduction: str = "mean",
+             zero_infinity: bool = False) -> torch.Tensor:
+    """Connectionist Temporal Classification loss, fused forward and backward.
+
+    Same arguments and results as :func:`torch.nn.functional.ctc_loss`
+    (Graves et al. 2006): the negative log-likelihood of each target summed
+    over all its alignments to the input frames.
+
+    Args:
+        log_probs: (T, N, C) or unbatched (T, C) log-probabilities (e.g. from
+            ``log_softmax(-1)``) of C classes over T frames; float16, bfloat16,
+            float32 or float64. Any strides; a copy is made only when the class
+            dimension is not contiguous.
+        targets: int32 or int64 labels, either padded (N, S) with S >= max
+            target length, or the N targets concatenated, shape
+            (sum(target_lengths),). Unbatched: (S,). Labels must lie in
+            [0, C) and differ from ``blank``; padding values are ignored.
+        input_lengths: (N,) frames used per sample, 0 <= length <= T; a tensor,
+            list or tuple (an int or 0-dim tensor when unbatched).
+        target_lengths: (N,) labels per sample, >= 0 (and <= S when padded).
+        blank: index of the blank class, 0 <= blank < C.
+        reduction: 'none' returns the (N,) losses (a scalar when unbatched);
+            'sum' their sum; 'mean' the batch mean of each loss divided by its
+            target length (clamped to >= 1), exactly as PyTorch defines it.
+        zero_infinity: replace infinite losses (targets no alignment can
+            reach) and their gradients with zeros.
+
+    Returns:
+        The loss, a float32 tensor for float16/bfloat16 ``log_probs`` and of
+        ``log_probs``' dtype otherwise. Its gradient with respect to
+        ``log_probs`` is the true one: minus the posterior occupancy of each
+        class, non-zero only on the blank and the target's labels, zero on
+        frames past ``input_lengths``. (PyTorch returns ``exp(log_probs) -
+        posterior``, which agrees only after log_softmax's backward; through
+        ``log_softmax`` both give identical gradients for the logits.) An
+        infinite loss without ``zero_infinity`` has NaN gradients, as in
+        PyTorch.
+
+    Raises:
+        ValueError: naming the argument, for a wrong type, dtype, shape or
+            device; labels out of range or equal to ``blank``; lengths out of
+            range; concatenated targets whose size differs from
+            sum(target_lengths); an unknown ``reduction``.
+    """
+    if not isinstance(log_probs, torch.Tensor):
+        raise ValueError(f"ctcx.ctc_loss: log_probs must be a tensor, got {type(log_probs).__name__}")
+    if log_probs.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"ctcx.ctc_loss: log_probs must be float16, bfloat16, float32 or float64, got {log_probs.dtype}")
+    if log_probs.dim() not in (2, 3):
+        raise ValueError(
+            f"ctcx.ctc_loss: log_probs must be (T, N, C) or unbatched (T, C), got shape {tuple(log_probs.shape)}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"ctcx.ctc_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    batched = log_probs.dim() == 3
+    if not batched:
+        log_probs = log_probs.unsqueeze(1)
+    T, N, C = log_probs.shape
+    if isinstance(blank, bool) or not isinstance(blank, int) or not 0 <= blank < C:
+        raise ValueError(f"ctcx.ctc_loss: blank = {blank!r} must be an int in [0, C) = [0, {C})")
+
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"ctcx.ctc_loss: targets must be a tensor, got {type(targets).__name__}")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"ctcx.ctc_loss: targets must be int32 or int64, got {targets.dtype}")
+    if batched:
+        if targets.dim() == 2 and targets.shape[0] != N:
+            raise ValueError(
+                f"ctcx.ctc_loss: padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
+        if targets.dim() not in (1, 2):
+            raise ValueError(
+                f"ctcx.ctc_loss: targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}")
+    else:
+        if targets.dim() != 1:
+            raise ValueError(
+                f"ctcx.ctc_loss: unbatched targets must be (S,), got shape {tuple(targets.shape)}")
+        targets = targets.unsqueeze(0)
+    if targets.dtype not in (torch.int32, torch.int64):
+        targets = targets.long()
+    targets = targets.to(log_probs.device).contiguous()
+
+    il = _lengths_tensor("input_lengths", input_lengths, N, batched, log_probs.device)
+    tl = _lengths_tensor("target_lengths", target_lengths, N, batched, log_probs.device)
+
+    if log_probs.stride(2) != 1:
+        log_probs = log_probs.contiguous()
+    loss_dtype = torch.float32 if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs.dtype
+    # Per-sample weights of the reduction, folded into the fused gradient.
+    if reduction == "mean":
+        weights = 1.0 / (tl.clamp_min(1).to(loss_dtype) * N)
+    else:
+        weights = torch.ones(N, dtype=loss_dtype, device=log_probs.device)
+    needs_grad = torch.is_grad_enabled() and log_probs.requires_grad
+    loss, _ = torch.ops.ctcx.ctc_loss(log_probs, targets, il, tl, blank, bool(zero_infinity),
+                                      weights if needs_grad else None)
+    if reduction == "none":
+        return loss if batched else loss.squeeze(0)
+    return (loss * weights).sum()
+
+
+class CTCLoss(torch.nn.Module):
+    """Module form of :func:`ctcx.ctc_loss`; a drop-in for :class:`torch.nn.CTCLoss`.
+
+    Args:
+        blank: index of the blank class (default 0).
+        reduction: 'none' | 'mean' | 'sum' (default 'mean', PyTorch's definition).
+        zero_infinity: zero infinite losses and their gradients (default False).
+
+    ``forward(log_probs, targets, input_lengths, target_lengths)`` takes the
+    shapes documented in :func:`ctcx.ctc_loss` and raises the same ValueErrors.
+    """
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"ctcx.CTCLoss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.blank = blank
+        self.reduction = reduction
+        self.zero_infinity = zero_infinity
+
+    def forward(self, log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
+                target_lengths: Lengths) -> torch.Tensor:
+        return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
+                        self.reduction, self.zero_infinity)
+
+    def extra_repr(self) -> str:
+        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"

@@ -1,0 +1,52 @@
+"""Registration of ctcx's C++ operators with PyTorch: fake kernels and autograd.
+
+The schemas live in ``csrc/ops.cpp``; the kernels in ``csrc/cpu`` and
+``csrc/cuda``. Importing this module loads the extension ``ctcx._C``.
+"""
+import torch
+
+from . import _C  # noqa: F401  (loads the library that registers torch.ops.ctcx)
+
+__all__ = ["cuda_available"]
+
+
+def cuda_available() -> bool:
+    """Return True when ctcx was built with its CUDA kernels."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("ctcx::ctc_loss", "CUDA")
+
+
+@torch.library.register_fake("ctcx::ctc_loss")
+def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity,
+                   grad_weights):
+    torch._check(log_probs.dim() == 3, lambda: "log_probs must be (T, N, C)")
+    loss_dtype = torch.float32 if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs.dtype
+    loss = log_probs.new_empty((log_probs.shape[1],), dtype=loss_dtype)
+    grad = torch.empty_like(log_probs) if grad_weights is not None else log_probs.new_empty((0,))
+    return loss, grad
+
+
+def _ctc_loss_setup_context(ctx, inputs, output):
+    _, grad = output
+    grad_weights = inputs[6]
+    ctx.mark_non_differentiable(grad)
+    ctx.save_for_backward(grad, grad_weights)
+
+
+def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
+    grad, weights = ctx.saved_tensors
+    if weights is None:
+        raise RuntimeError(
+            "ctcx::ctc_loss ran without grad_weights, so it computed no gradient; pass "
+            "grad_weights (ctcx.ctc_loss does this whenever log_probs requires grad)")
+    # grad already holds sum_n w_n d loss_n / d log_probs. For loss.backward()
+    # through ctcx.ctc_loss's reductions grad_loss equals w exactly, and grad is
+    # returned without touching it; otherwise one pass rescales it.
+    if (grad.device.type == "cpu" and not torch.compiler.is_compiling()
+            and torch.equal(grad_loss, weights)):
+        return grad, None, None, None, None, None, None
+    scale = (grad_loss / weights).to(grad.dtype)
+    return scale.view(1, -1, 1) * grad, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "ctcx::ctc_loss", _ctc_loss_backward, setup_context=_ctc_loss_setup_context)
