@@ -4,6 +4,7 @@ The schemas live in ``csrc/ops.cpp``; the kernels in ``csrc/cpu`` and
 ``csrc/cuda``. Importing this module loads the extension ``ctcx._C``.
 """
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _C  # noqa: F401  (loads the library that registers torch.ops.ctcx)
 
@@ -25,6 +26,19 @@ def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank, zer
     return loss, grad
 
 
+def _plain_eager(*tensors) -> bool:
+    """True when the tensors hold real CPU data and nothing traces or transforms them.
+
+    Only then may backward branch on tensor values: under torch.compile,
+    make_fx, fake tensors or functorch a value-dependent branch would be baked
+    into the trace or fail.
+    """
+    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+        return False
+    return all(type(t) is torch.Tensor and t.device.type == "cpu"
+               and not torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
 def _ctc_loss_setup_context(ctx, inputs, output):
     _, grad = output
     grad_weights = inputs[6]
@@ -41,8 +55,7 @@ def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
     # grad already holds sum_n w_n d loss_n / d log_probs. For loss.backward()
     # through ctcx.ctc_loss's reductions grad_loss equals w exactly, and grad is
     # returned without touching it; otherwise one pass rescales it.
-    if (grad.device.type == "cpu" and not torch.compiler.is_compiling()
-            and torch.equal(grad_loss, weights)):
+    if _plain_eager(grad, grad_loss, weights) and torch.equal(grad_loss, weights):
         return grad, None, None, None, None, None, None
     scale = (grad_loss / weights).to(grad.dtype)
     return scale.view(1, -1, 1) * grad, None, None, None, None, None, None

@@ -1,0 +1,278 @@
+"""ctcx.ctc_loss against torch.nn.functional.ctc_loss (float64) and the references."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ctcx
+from ctcx._reference import ctc_loss_reference, ctc_nll_brute_force
+
+
+def random_case(T, N, C, S, blank=0, seed=0, min_input=None, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(T, N, C, generator=g, dtype=torch.float64)
+    labels = [c for c in range(C) if c != blank]
+    targets = torch.tensor(labels)[torch.randint(0, len(labels), (N, S), generator=g)]
+    target_lengths = torch.randint(0, S + 1, (N,), generator=g)
+    lo = min_input if min_input is not None else max(1, T // 2)
+    input_lengths = torch.randint(lo, T + 1, (N,), generator=g)
+    return (logits.to(device), targets.to(device), input_lengths.to(device), target_lengths.to(device))
+
+
+def concat(targets, target_lengths):
+    return torch.cat([targets[n, : int(target_lengths[n])] for n in range(targets.shape[0])])
+
+
+def native_and_ctcx(logits, targets, il, tl, dtype=torch.float64, **kw):
+    """Losses and logits-gradients of native (float64) and ctcx (dtype)."""
+    x64 = logits.detach().double().requires_grad_()
+    ref = F.ctc_loss(x64.log_softmax(-1), targets, il, tl, **kw)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x64)
+    x = logits.detach().to(dtype).requires_grad_()
+    out = ctcx.ctc_loss(x.log_softmax(-1), targets, il, tl, **kw)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    return ref, g_ref, out, g
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("layout", ["padded", "concatenated"])
+@pytest.mark.parametrize("blank", [0, 3, 7])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_native_float64(device, reduction, layout, blank, seed):
+    logits, targets, il, tl = random_case(30, 5, 8, 9, blank=blank, seed=seed, device=device)
+    if layout == "concatenated":
+        targets = concat(targets, tl)
+    ref, g_ref, out, g = native_and_ctcx(logits, targets, il, tl, reduction=reduction, blank=blank)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(50, 4, 20, 10), (120, 3, 6, 40), (16, 8, 5000, 4)])
+def test_matches_native_float32(device, shape):
+    T, N, C, S = shape
+    logits, targets, il, tl = random_case(T, N, C, S, seed=3, device=device)
+    ref, g_ref, out, g = native_and_ctcx(logits, targets, il, tl, dtype=torch.float32, reduction="none")
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=2e-5, atol=2e-4)
+    torch.testing.assert_close(g.double(), g_ref, rtol=1e-4, atol=2e-5)
+
+
+def test_log_probs_gradient_is_minus_posterior(device):
+    logits, targets, il, tl = random_case(25, 4, 9, 6, seed=5, device=device)
+    lp = logits.log_softmax(-1).requires_grad_()
+    (g,) = torch.autograd.grad(ctcx.ctc_loss(lp, targets, il, tl, reduction="sum"), lp)
+    lp_n = lp.detach().requires_grad_()
+    (g_native,) = torch.autograd.grad(F.ctc_loss(lp_n, targets, il, tl, reduction="sum"), lp_n)
+    valid = (torch.arange(25, device=device)[:, None] < il[None, :])[..., None]
+    # native returns exp(log_probs) - posterior on valid frames
+    torch.testing.assert_close(g, g_native - lp.detach().exp() * valid, rtol=1e-9, atol=1e-12)
+    for n in range(4):
+        allowed = set(targets[n, : int(tl[n])].tolist()) | {0}
+        nonzero = set(torch.nonzero(g[:, n].abs().sum(0)).flatten().tolist())
+        assert nonzero <= allowed
+        # occupancies of a valid frame sum to one
+        torch.testing.assert_close(g[: int(il[n]), n].sum(-1), -torch.ones(int(il[n]), dtype=g.dtype, device=device))
+        assert torch.all(g[int(il[n]):, n] == 0)
+
+
+def test_matches_python_reference_and_brute_force(device):
+    logits, targets, il, tl = random_case(7, 3, 4, 3, seed=11, min_input=4, device=device)
+    lp = logits.log_softmax(-1)
+    out = ctcx.ctc_loss(lp, targets, il, tl, reduction="none")
+    ref = ctc_loss_reference(lp.cpu(), targets.cpu(), il.tolist(), tl.tolist())
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-12, atol=1e-12)
+    for n in range(3):
+        brute = ctc_nll_brute_force(lp[: int(il[n]), n].cpu(), targets[n, : int(tl[n])].tolist())
+        assert out[n].item() == pytest.approx(brute, rel=1e-10)
+
+
+def lp_of(T, C, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(T, 1, C, generator=g, dtype=torch.float64).log_softmax(-1).to(device)
+
+
+@pytest.mark.parametrize("target,T", [
+    ([1, 1], 3),           # repeated label needs a blank between: minimal T = 3
+    ([2, 2, 2], 5),        # minimal T = L + repeats = 5
+    ([1, 2, 3], 3),        # minimal T = L without repeats
+    ([1, 1, 2, 2], 6),
+    ([], 4),               # empty target: all blanks
+    ([3], 1),              # T = 1
+])
+def test_edge_cases_feasible(device, target, T):
+    lp = lp_of(T, 5, device=device)
+    t = torch.tensor([target], dtype=torch.long, device=device).reshape(1, len(target))
+    out = ctcx.ctc_loss(lp, t, [T], [len(target)], reduction="none")
+    brute = ctc_nll_brute_force(lp[:, 0].cpu(), target)
+    assert math.isfinite(out.item())
+    assert out.item() == pytest.approx(brute, rel=1e-10)
+    assert out.item() == pytest.approx(F.ctc_loss(lp, t, [T], [len(target)], reduction="none").item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("target,T", [([1, 1], 2), ([1, 2, 3], 2), ([2, 2, 2], 4), ([1], 0)])
+def test_infeasible_alignment(device, target, T):
+    C = 5
+    x = torch.randn(max(T, 1), 2, C, dtype=torch.float64, device=device, requires_grad=True)
+    t = torch.tensor([target, target], device=device)
+    il, tl = [T, T], [len(target)] * 2
+    out = ctcx.ctc_loss(x.log_softmax(-1), t, il, tl, reduction="none")
+    assert torch.isinf(out).all()
+    (g,) = torch.autograd.grad(out.sum(), x)
+    ref = F.ctc_loss(x.log_softmax(-1), t, il, tl, reduction="none")
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    # without zero_infinity both give NaN gradients on the sample's frames
+    assert torch.isnan(g[:T]).all() == torch.isnan(g_ref[:T]).all()
+    for reduction in ["none", "mean", "sum"]:
+        out = ctcx.ctc_loss(x.log_softmax(-1), t, il, tl, reduction=reduction, zero_infinity=True)
+        assert torch.all(out == 0)
+        (g,) = torch.autograd.grad(out.sum(), x)
+        assert torch.all(g == 0)
+
+
+def test_zero_infinity_keeps_feasible_samples(device):
+    x = torch.randn(4, 2, 5, dtype=torch.float64, device=device, requires_grad=True)
+    t = torch.tensor([[1, 1, 1], [1, 2, 0]], device=device)
+    il, tl = [4, 4], [3, 2]
+    out = ctcx.ctc_loss(x.log_softmax(-1), t, il, tl, reduction="mean", zero_infinity=True)
+    ref = F.ctc_loss(x.log_softmax(-1), t, il, tl, reduction="mean", zero_infinity=True)
+    (g,), (g_ref,) = torch.autograd.grad(out, x), torch.autograd.grad(ref, x)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(g, g_ref)
+    assert torch.all(g[:, 0] == 0) and g[:, 1].abs().sum() > 0
+
+
+def test_zero_input_length(device):
+    lp = lp_of(3, 5, device=device).expand(3, 2, 5).contiguous().requires_grad_()
+    t = torch.tensor([[1, 2], [1, 2]], device=device)
+    out = ctcx.ctc_loss(lp, t, [0, 0], [0, 1], reduction="none")
+    assert out[0].item() == 0 and math.isinf(out[1].item())
+
+
+def test_unbatched(device):
+    logits, targets, il, tl = random_case(12, 1, 6, 4, seed=2, device=device)
+    lp = logits[:, 0].log_softmax(-1)
+    for il_, tl_ in [(il[0], tl[0]), (int(il[0]), int(tl[0])), ((int(il[0]),), (int(tl[0]),))]:
+        out = ctcx.ctc_loss(lp, targets[0], il_, tl_, reduction="none")
+        # native wants exactly target_length labels when unbatched; ctcx also takes padding
+        ref = F.ctc_loss(lp, targets[0, : int(tl[0])], il[0], tl[0], reduction="none")
+        assert out.shape == ref.shape == ()
+        torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("targets_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("lengths_kind", ["tensor", "list", "tuple", "int32 tensor"])
+def test_argument_forms(device, targets_dtype, lengths_kind):
+    logits, targets, il, tl = random_case(20, 3, 6, 5, seed=4, device=device)
+    lp = logits.log_softmax(-1)
+    conv = {"tensor": lambda v: v, "list": lambda v: v.tolist(), "tuple": lambda v: tuple(v.tolist()),
+            "int32 tensor": lambda v: v.int()}[lengths_kind]
+    out = ctcx.ctc_loss(lp, targets.to(targets_dtype), conv(il), conv(tl))
+    ref = F.ctc_loss(lp, targets, il, tl)
+    torch.testing.assert_close(out, ref)
+
+
+def test_module_matches_nn_ctcloss(device):
+    logits, targets, il, tl = random_case(20, 3, 6, 5, seed=8, device=device)
+    for kw in [{}, {"blank": 5, "reduction": "sum"}, {"reduction": "none", "zero_infinity": True}]:
+        if kw.get("blank") == 5:
+            targets = targets.masked_fill(targets == 5, 1)
+        torch.testing.assert_close(ctcx.CTCLoss(**kw)(logits.log_softmax(-1), targets, il, tl),
+                                   torch.nn.CTCLoss(**kw)(logits.log_softmax(-1), targets, il, tl))
+    assert "reduction='mean'" in repr(ctcx.CTCLoss())
+
+
+def test_batch_first_strided_input(device):
+    logits, targets, il, tl = random_case(15, 4, 7, 5, seed=9, device=device)
+    bf = logits.transpose(0, 1).contiguous().requires_grad_()  # (N, T, C) as a model emits
+    out = ctcx.ctc_loss(bf.log_softmax(-1).transpose(0, 1), targets, il, tl)
+    (g,) = torch.autograd.grad(out, bf)
+    bf2 = bf.detach().requires_grad_()
+    ref = F.ctc_loss(bf2.log_softmax(-1).transpose(0, 1), targets, il, tl)
+    (g_ref,) = torch.autograd.grad(ref, bf2)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(g, g_ref)
+    lp = logits.log_softmax(-1)[..., ::1].transpose(1, 2).contiguous().transpose(1, 2)  # class dim strided
+    torch.testing.assert_close(ctcx.ctc_loss(lp, targets, il, tl), F.ctc_loss(lp, targets, il, tl))
+
+
+def test_backward_scaling_and_retain_graph(device):
+    logits, targets, il, tl = random_case(20, 4, 6, 5, seed=10, device=device)
+    x = logits.requires_grad_()
+    w = torch.rand(4, dtype=torch.float64, device=device)
+    for reduction in ["none", "mean", "sum"]:
+        out = ctcx.ctc_loss(x.log_softmax(-1), targets, il, tl, reduction=reduction)
+        ref = F.ctc_loss(x.log_softmax(-1), targets, il, tl, reduction=reduction)
+        go = w if reduction == "none" else torch.tensor(2.5, dtype=torch.float64, device=device)
+        g1 = torch.autograd.grad(out, x, go, retain_graph=True)[0]
+        g2 = torch.autograd.grad(out, x, go)[0]
+        (g_ref,) = torch.autograd.grad(ref, x, go)
+        torch.testing.assert_close(g1, g_ref)
+        torch.testing.assert_close(g2, g_ref)
+
+
+def test_leaf_accumulates_gradient(device):
+    logits, targets, il, tl = random_case(20, 4, 6, 5, seed=12, device=device)
+    lp = logits.log_softmax(-1).requires_grad_()
+    ctcx.ctc_loss(lp, targets, il, tl).backward()
+    first = lp.grad.clone()
+    ctcx.ctc_loss(lp, targets, il, tl).backward()
+    torch.testing.assert_close(lp.grad, 2 * first)
+
+
+def test_no_gradient_work_without_grad(device):
+    logits, targets, il, tl = random_case(10, 2, 5, 3, seed=1, device=device)
+    loss, grad = torch.ops.ctcx.ctc_loss(logits.log_softmax(-1), targets, il, tl, 0, False, None)
+    assert grad.numel() == 0 and loss.shape == (2,)
+    with torch.no_grad():
+        x = logits.requires_grad_()
+        assert not ctcx.ctc_loss(x.log_softmax(-1), targets, il, tl).requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(device, dtype):
+    logits, targets, il, tl = random_case(30, 3, 10, 6, seed=6, device=device)
+    ref = F.ctc_loss(logits.log_softmax(-1), targets, il, tl, reduction="none")
+    lp = logits.log_softmax(-1).to(dtype).requires_grad_()
+    out = ctcx.ctc_loss(lp, targets, il, tl, reduction="none")
+    assert out.dtype == torch.float32
+    # the input rounding alone moves the loss by ~T * eps(dtype)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-2, atol=0)
+    out.sum().backward()
+    assert lp.grad.dtype == dtype and torch.isfinite(lp.grad.float()).all()
+
+
+def test_gradcheck(device):
+    logits, targets, il, tl = random_case(8, 3, 5, 3, seed=13, device=device)
+    x = logits.requires_grad_()
+    for reduction in ["none", "mean", "sum"]:
+        assert torch.autograd.gradcheck(
+            lambda v: ctcx.ctc_loss(v.log_softmax(-1), targets, il, tl, reduction=reduction), (x,))
+    lp = logits.log_softmax(-1).requires_grad_()
+    # directly in log_probs, too: the true gradient, not native's exp(lp) - posterior
+    assert torch.autograd.gradcheck(lambda v: ctcx.ctc_loss(v, targets, il, tl, reduction="sum"), (lp,))
+
+
+def test_opcheck(device):
+    logits, targets, il, tl = random_case(10, 3, 6, 4, seed=14, device=device)
+    lp = logits.float().log_softmax(-1).requires_grad_()
+    w = torch.rand(3, device=device) + 0.5
+    for args in [(lp, targets, il, tl, 0, False, w), (lp.detach(), targets.int(), il, tl, 0, True, None),
+                 (lp, concat(targets, tl), il, tl, 0, False, w)]:
+        torch.library.opcheck(torch.ops.ctcx.ctc_loss.default, args)
+
+
+def test_torch_compile_smoke(device):
+    logits, targets, il, tl = random_case(12, 3, 6, 4, seed=15, device=device)
+
+    def step(x):
+        return ctcx.ctc_loss(x.log_softmax(-1), targets, il, tl)
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    x1 = logits.clone().requires_grad_()
+    x2 = logits.clone().requires_grad_()
+    out, ref = compiled(x1), step(x2)
+    out.backward()
+    ref.backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(x1.grad, x2.grad)
