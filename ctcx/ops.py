@@ -43,11 +43,15 @@ def _ctc_loss_setup_context(ctx, inputs, output):
     _, grad = output
     grad_weights = inputs[6]
     ctx.mark_non_differentiable(grad)
+    # Otherwise autograd fills a (T, N, C) zero tensor for grad's unused gradient.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(grad, grad_weights)
 
 
 def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
     grad, weights = ctx.saved_tensors
+    if grad_loss is None:
+        return None, None, None, None, None, None, None
     if weights is None:
         raise RuntimeError(
             "ctcx::ctc_loss ran without grad_weights, so it computed no gradient; pass "

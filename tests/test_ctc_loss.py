@@ -276,3 +276,33 @@ def test_torch_compile_smoke(device):
     ref.backward()
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(x1.grad, x2.grad)
+
+
+@pytest.mark.parametrize("gap", [100.0, 800.0, 5000.0])
+def test_extreme_dynamic_range_matches_native(device, gap):
+    """Paths forced through labels `gap` nats below the blank: the scaled fast
+    path underflows for large gaps and must hand over to the log-space path."""
+    T, C, L = 6, 5, 4
+    logits = torch.zeros(T, 2, C, dtype=torch.float64, device=device)
+    logits[:, :, 0] = gap  # blank dominates every frame by ~gap nats
+    targets = torch.tensor([[1, 2, 3, 4], [1, 2, 0, 0]], device=device)
+    il, tl = [T, 4], [L, 2]
+    for dtype in [torch.float64, torch.float32]:
+        x = logits.to(dtype).requires_grad_()
+        out = ctcx.ctc_loss(x.log_softmax(-1), targets, il, tl, reduction="none")
+        (g,) = torch.autograd.grad(out.sum(), x)
+        # native on the same input, so both see the same rounding of log_softmax
+        x_ref = logits.to(dtype).requires_grad_()
+        ref = F.ctc_loss(x_ref.log_softmax(-1), targets, il, tl, reduction="none")
+        (g_ref,) = torch.autograd.grad(ref.sum(), x_ref)
+        assert torch.isfinite(out).all()
+        tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+        torch.testing.assert_close(out, ref, **tol)
+        torch.testing.assert_close(g, g_ref, **tol)
+
+
+def test_nan_input_gives_nan_loss(device):
+    lp = torch.randn(8, 2, 5, dtype=torch.float64, device=device).log_softmax(-1)
+    lp[3, 0, 0] = float("nan")
+    out = ctcx.ctc_loss(lp, torch.tensor([[1, 2], [3, 4]], device=device), [8, 8], [2, 2], reduction="none")
+    assert torch.isnan(out[0]) and torch.isfinite(out[1])
