@@ -17,8 +17,8 @@ try:
     from torch.utils import cpp_extension
 except ImportError:  # plain `pip install .` builds in an isolated env without torch
     sys.exit(
-        "ctcx must be built against your installed torch: run "
-        "`pip install torch` (once) then `pip install --no-build-isolation .`"
+        "ctcx compiles against the torch you have installed: install torch first "
+        "(e.g. `pip install torch==2.13.0`), then run `pip install --no-build-isolation .`"
     )
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
