@@ -22,6 +22,13 @@ TORCH_LIBRARY(ctcx, m) {
       "ctc_loss(Tensor log_probs, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, int blank, bool zero_infinity, "
       "Tensor? grad_weights) -> (Tensor, Tensor)");
+  // The same loss from raw logits (T, N, C): log_softmax is fused, computed
+  // row by row on the fly and never materialized; grad is d(sum_n w_n
+  // loss_n) / d logits = w_n (softmax - posterior occupancy).
+  m.def(
+      "ctc_loss_with_logits(Tensor logits, Tensor targets, Tensor input_lengths, "
+      "Tensor target_lengths, int blank, bool zero_infinity, "
+      "Tensor? grad_weights) -> (Tensor, Tensor)");
 }
 
 // The extension is loaded as a Python module only to run the registrations

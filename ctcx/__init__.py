@@ -2,12 +2,14 @@
 
 - :func:`ctc_loss` / :class:`CTCLoss`: drop-ins for ``torch.nn.functional.ctc_loss``
   / ``torch.nn.CTCLoss`` that compute loss and gradient in one fused pass.
+- :func:`ctc_loss_with_logits` / :class:`CTCLossWithLogits`: the same from raw
+  logits, with log_softmax fused in.
 - :func:`greedy_decode`: best-path decoding.
 - :func:`cuda_available`: whether the CUDA kernels were compiled in.
 """
 from .decode import greedy_decode
-from .loss import CTCLoss, ctc_loss
+from .loss import CTCLoss, CTCLossWithLogits, ctc_loss, ctc_loss_with_logits
 from .ops import cuda_available
 
 __version__ = "0.1.0"
-__all__ = ["ctc_loss", "CTCLoss", "greedy_decode", "cuda_available", "__version__"]
+__all__ = ["ctc_loss", "CTCLoss", "ctc_loss_with_logits", "CTCLossWithLogits", "greedy_decode", "cuda_available", "__version__"]

@@ -14,7 +14,7 @@ import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.ctcx.ctc_loss)
 
-__all__ = ["ctc_loss", "CTCLoss"]
+__all__ = ["ctc_loss", "CTCLoss", "ctc_loss_with_logits", "CTCLossWithLogits"]
 
 Lengths = Union[torch.Tensor, Sequence[int], int]
 
@@ -22,12 +22,12 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _lengths_tensor(name: str, value: Lengths, n: int, batched: bool,
+def _lengths_tensor(fn: str, name: str, value: Lengths, n: int, batched: bool,
                     device: torch.device) -> torch.Tensor:
     """Return ``value`` as an (n,) int64 tensor on ``device``; raise ValueError if it is not one."""
     if isinstance(value, torch.Tensor):
         if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
-            raise ValueError(f"ctcx.ctc_loss: {name} must hold integers, got dtype {value.dtype}")
+            raise ValueError(f"{fn}: {name} must hold integers, got dtype {value.dtype}")
         t = value
     elif isinstance(value, int) and not isinstance(value, bool):
         t = torch.tensor([value])
@@ -36,13 +36,75 @@ def _lengths_tensor(name: str, value: Lengths, n: int, batched: bool,
         t = torch.tensor(list(value), dtype=torch.long)
     else:
         raise ValueError(
-            f"ctcx.ctc_loss: {name} must be a tensor, list or tuple of ints, got {type(value).__name__}")
+            f"{fn}: {name} must be a tensor, list or tuple of ints, got {type(value).__name__}")
     expected = (n,) if batched else ((), (1,))
     if (batched and tuple(t.shape) != (n,)) or (not batched and tuple(t.shape) not in expected):
         raise ValueError(
-            f"ctcx.ctc_loss: {name} must have shape {(n,) if batched else '() or (1,)'} "
+            f"{fn}: {name} must have shape {(n,) if batched else '() or (1,)'} "
             f"(one length per batch element), got {tuple(t.shape)}")
     return t.reshape(n).to(device=device, dtype=torch.long)
+
+
+def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
+                target_lengths: Lengths, blank: int, reduction: str, zero_infinity: bool,
+                fn: str, name: str) -> torch.Tensor:
+    """Validate and normalise the arguments, run the fused op ``op``, reduce.
+
+    ``fn`` and ``name`` (the function's and the input's names) only shape error messages.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{fn}: {name} must be a tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"{fn}: {name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
+    if x.dim() not in (2, 3):
+        raise ValueError(
+            f"{fn}: {name} must be (T, N, C) or unbatched (T, C), got shape {tuple(x.shape)}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    batched = x.dim() == 3
+    if not batched:
+        x = x.unsqueeze(1)
+    T, N, C = x.shape
+    if isinstance(blank, bool) or not isinstance(blank, int) or not 0 <= blank < C:
+        raise ValueError(f"{fn}: blank = {blank!r} must be an int in [0, C) = [0, {C})")
+
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"{fn}: targets must be a tensor, got {type(targets).__name__}")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"{fn}: targets must be int32 or int64, got {targets.dtype}")
+    if batched:
+        if targets.dim() == 2 and targets.shape[0] != N:
+            raise ValueError(
+                f"{fn}: padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
+        if targets.dim() not in (1, 2):
+            raise ValueError(
+                f"{fn}: targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}")
+    else:
+        if targets.dim() != 1:
+            raise ValueError(
+                f"{fn}: unbatched targets must be (S,), got shape {tuple(targets.shape)}")
+        targets = targets.unsqueeze(0)
+    if targets.dtype not in (torch.int32, torch.int64):
+        targets = targets.long()
+    targets = targets.to(x.device).contiguous()
+
+    il = _lengths_tensor(fn, "input_lengths", input_lengths, N, batched, x.device)
+    tl = _lengths_tensor(fn, "target_lengths", target_lengths, N, batched, x.device)
+
+    if x.stride(2) != 1:
+        x = x.contiguous()
+    loss_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    # Per-sample weights of the reduction, folded into the fused gradient.
+    if reduction == "mean":
+        weights = 1.0 / (tl.clamp_min(1).to(loss_dtype) * N)
+    else:
+        weights = torch.ones(N, dtype=loss_dtype, device=x.device)
+    needs_grad = torch.is_grad_enabled() and x.requires_grad
+    loss, _ = op(x, targets, il, tl, blank, bool(zero_infinity), weights if needs_grad else None)
+    if reduction == "none":
+        return loss if batched else loss.squeeze(0)
+    return (loss * weights).sum()
 
 
 def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
@@ -90,60 +152,40 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Leng
             range; concatenated targets whose size differs from
             sum(target_lengths); an unknown ``reduction``.
     """
-    if not isinstance(log_probs, torch.Tensor):
-        raise ValueError(f"ctcx.ctc_loss: log_probs must be a tensor, got {type(log_probs).__name__}")
-    if log_probs.dtype not in _FLOAT_DTYPES:
-        raise ValueError(
-            f"ctcx.ctc_loss: log_probs must be float16, bfloat16, float32 or float64, got {log_probs.dtype}")
-    if log_probs.dim() not in (2, 3):
-        raise ValueError(
-            f"ctcx.ctc_loss: log_probs must be (T, N, C) or unbatched (T, C), got shape {tuple(log_probs.shape)}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"ctcx.ctc_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    batched = log_probs.dim() == 3
-    if not batched:
-        log_probs = log_probs.unsqueeze(1)
-    T, N, C = log_probs.shape
-    if isinstance(blank, bool) or not isinstance(blank, int) or not 0 <= blank < C:
-        raise ValueError(f"ctcx.ctc_loss: blank = {blank!r} must be an int in [0, C) = [0, {C})")
+    return _fused_loss(torch.ops.ctcx.ctc_loss, log_probs, targets, input_lengths, target_lengths,
+                       blank, reduction, zero_infinity, "ctcx.ctc_loss", "log_probs")
 
-    if not isinstance(targets, torch.Tensor):
-        raise ValueError(f"ctcx.ctc_loss: targets must be a tensor, got {type(targets).__name__}")
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise ValueError(f"ctcx.ctc_loss: targets must be int32 or int64, got {targets.dtype}")
-    if batched:
-        if targets.dim() == 2 and targets.shape[0] != N:
-            raise ValueError(
-                f"ctcx.ctc_loss: padded targets must be (N, S) with N = {N}, got shape {tuple(targets.shape)}")
-        if targets.dim() not in (1, 2):
-            raise ValueError(
-                f"ctcx.ctc_loss: targets must be (N, S) padded or 1-D concatenated, got shape {tuple(targets.shape)}")
-    else:
-        if targets.dim() != 1:
-            raise ValueError(
-                f"ctcx.ctc_loss: unbatched targets must be (S,), got shape {tuple(targets.shape)}")
-        targets = targets.unsqueeze(0)
-    if targets.dtype not in (torch.int32, torch.int64):
-        targets = targets.long()
-    targets = targets.to(log_probs.device).contiguous()
 
-    il = _lengths_tensor("input_lengths", input_lengths, N, batched, log_probs.device)
-    tl = _lengths_tensor("target_lengths", target_lengths, N, batched, log_probs.device)
+def ctc_loss_with_logits(logits: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
+                         target_lengths: Lengths, blank: int = 0, reduction: str = "mean",
+                         zero_infinity: bool = False) -> torch.Tensor:
+    """CTC loss from raw logits, with the log-softmax fused in.
 
-    if log_probs.stride(2) != 1:
-        log_probs = log_probs.contiguous()
-    loss_dtype = torch.float32 if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs.dtype
-    # Per-sample weights of the reduction, folded into the fused gradient.
-    if reduction == "mean":
-        weights = 1.0 / (tl.clamp_min(1).to(loss_dtype) * N)
-    else:
-        weights = torch.ones(N, dtype=loss_dtype, device=log_probs.device)
-    needs_grad = torch.is_grad_enabled() and log_probs.requires_grad
-    loss, _ = torch.ops.ctcx.ctc_loss(log_probs, targets, il, tl, blank, bool(zero_infinity),
-                                      weights if needs_grad else None)
-    if reduction == "none":
-        return loss if batched else loss.squeeze(0)
-    return (loss * weights).sum()
+    Equal to ``ctcx.ctc_loss(logits.log_softmax(-1), ...)`` (PyTorch precedent:
+    ``binary_cross_entropy_with_logits``), but the log-softmax is computed row
+    by row inside the kernel and never materialized, and the gradient with
+    respect to ``logits`` (softmax minus posterior occupancy) is produced in
+    the same pass. Saves the (T, N, C) log-probs tensor and log_softmax's
+    forward and backward passes.
+
+    Args:
+        logits: (T, N, C) or unbatched (T, C) unnormalized scores; float16,
+            bfloat16, float32 or float64; any strides with a contiguous class
+            dimension (else one copy is made).
+        targets, input_lengths, target_lengths, blank, reduction, zero_infinity:
+            as for :func:`ctcx.ctc_loss`.
+
+    Returns:
+        The loss, as :func:`ctcx.ctc_loss` returns it. Frames past
+        ``input_lengths`` get a zero gradient; an infinite loss without
+        ``zero_infinity`` has NaN gradients on its frames.
+
+    Raises:
+        ValueError: as :func:`ctcx.ctc_loss`, naming ``logits`` for the input.
+    """
+    return _fused_loss(torch.ops.ctcx.ctc_loss_with_logits, logits, targets, input_lengths,
+                       target_lengths, blank, reduction, zero_infinity, "ctcx.ctc_loss_with_logits",
+                       "logits")
 
 
 class CTCLoss(torch.nn.Module):
@@ -170,6 +212,35 @@ class CTCLoss(torch.nn.Module):
                 target_lengths: Lengths) -> torch.Tensor:
         return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
                         self.reduction, self.zero_infinity)
+
+    def extra_repr(self) -> str:
+        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"
+
+
+class CTCLossWithLogits(torch.nn.Module):
+    """Module form of :func:`ctcx.ctc_loss_with_logits`: CTC loss on raw logits, log_softmax fused.
+
+    Args:
+        blank: index of the blank class (default 0).
+        reduction: 'none' | 'mean' | 'sum' (default 'mean', PyTorch's definition).
+        zero_infinity: zero infinite losses and their gradients (default False).
+
+    ``forward(logits, targets, input_lengths, target_lengths)`` takes (T, N, C)
+    logits and the shapes documented in :func:`ctcx.ctc_loss`.
+    """
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"ctcx.CTCLossWithLogits: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.blank = blank
+        self.reduction = reduction
+        self.zero_infinity = zero_infinity
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
+                target_lengths: Lengths) -> torch.Tensor:
+        return ctc_loss_with_logits(logits, targets, input_lengths, target_lengths, self.blank,
+                                    self.reduction, self.zero_infinity)
 
     def extra_repr(self) -> str:
         return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"

@@ -16,7 +16,9 @@ def cuda_available() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("ctcx::ctc_loss", "CUDA")
 
 
-@torch.library.register_fake("ctcx::ctc_loss")
+FUSED_LOSS_OPS = ("ctcx::ctc_loss", "ctcx::ctc_loss_with_logits")
+
+
 def _ctc_loss_fake(log_probs, targets, input_lengths, target_lengths, blank, zero_infinity,
                    grad_weights):
     torch._check(log_probs.dim() == 3, lambda: "log_probs must be (T, N, C)")
@@ -54,9 +56,9 @@ def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
         return None, None, None, None, None, None, None
     if weights is None:
         raise RuntimeError(
-            "ctcx::ctc_loss ran without grad_weights, so it computed no gradient; pass "
-            "grad_weights (ctcx.ctc_loss does this whenever log_probs requires grad)")
-    # grad already holds sum_n w_n d loss_n / d log_probs. For loss.backward()
+            "the ctcx loss op ran without grad_weights, so it computed no gradient; pass "
+            "grad_weights (ctcx.ctc_loss does this whenever its input requires grad)")
+    # grad already holds sum_n w_n d loss_n / d input. For loss.backward()
     # through ctcx.ctc_loss's reductions grad_loss equals w exactly, and grad is
     # returned without touching it; otherwise one pass rescales it.
     if _plain_eager(grad, grad_loss, weights) and torch.equal(grad_loss, weights):
@@ -65,5 +67,6 @@ def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
     return scale.view(1, -1, 1) * grad, None, None, None, None, None, None
 
 
-torch.library.register_autograd(
-    "ctcx::ctc_loss", _ctc_loss_backward, setup_context=_ctc_loss_setup_context)
+for _name in FUSED_LOSS_OPS:
+    torch.library.register_fake(_name)(_ctc_loss_fake)
+    torch.library.register_autograd(_name, _ctc_loss_backward, setup_context=_ctc_loss_setup_context)

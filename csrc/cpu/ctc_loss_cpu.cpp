@@ -48,8 +48,10 @@ struct Sample {
   int64_t L;                 // labels
   const target_t* label;     // (L,)
   int64_t blank;
-  const scalar_t* lp;        // row t at lp + t * lp_st, C entries
+  const scalar_t* lp;        // row t at lp + t * lp_st, C entries: log-probs or logits
   int64_t lp_st;
+  int64_t C;
+  const acc_t* lse;          // (T_n,) log-normalizer of each logits row; nullptr for log-probs
   scalar_t* grad;            // row t at grad + t * g_st; nullptr: no gradient
   int64_t g_st;
   acc_t weight;              // scale of this sample's gradient
@@ -71,7 +73,25 @@ struct Workspace {
   std::vector<acc_t> occupancy;   // (L + 1)
   std::vector<int64_t> first;     // (L + 1): first position k' of label l_k in the target
   std::vector<int64_t> slot;      // (C): scratch map label -> first position, -1 when unused
+  std::vector<acc_t> lse;         // (T_n,): log-sum-exp of each logits row
 };
+
+// log sum_c exp(row[c]) for every frame of a logits sample (two vectorized
+// passes over the row, which stays in cache between them).
+template <typename scalar_t, typename acc_t>
+void frame_log_normalizers(const scalar_t* x, int64_t st, int64_t Tn, int64_t C, acc_t* lse) {
+  for (int64_t t = 0; t < Tn; ++t) {
+    const scalar_t* row = x + t * st;
+    acc_t m = neg_inf<acc_t>();
+#pragma omp simd reduction(max : m)
+    for (int64_t c = 0; c < C; ++c) m = std::max(m, static_cast<acc_t>(row[c]));
+    const acc_t shift = m == neg_inf<acc_t>() || m == -neg_inf<acc_t>() ? acc_t(0) : m;
+    acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < C; ++c) sum += exp_(static_cast<acc_t>(row[c]) - shift);
+    lse[t] = shift + log_(sum);
+  }
+}
 
 // Repeated labels share one gradient entry: first[k] is the first position
 // holding label l_k.
@@ -86,16 +106,36 @@ void find_first_positions(const target_t* label, int64_t L, Workspace<acc_t>& ws
   for (int64_t k = 1; k <= L; ++k) ws.slot[static_cast<int64_t>(label[k - 1])] = -1;
 }
 
-// Writes -weight * occupancy into row t: blank and first positions of labels.
+// Writes gradient row t of one sample, scaled by s.weight. For log-probs:
+// -occupancy on the blank and the labels (the row is zero-filled already).
+// For logits: softmax - occupancy over the whole row.
 template <typename scalar_t, typename target_t, typename acc_t, typename real>
-inline void write_row(scalar_t* row, const target_t* label, int64_t L, int64_t blank,
-                      real blank_occ, const real* label_occ, Workspace<acc_t>& ws, acc_t weight) {
+inline void write_row(const Sample<scalar_t, target_t, acc_t>& s, int64_t t, real blank_occ,
+                      const real* label_occ, Workspace<acc_t>& ws) {
+  const int64_t L = s.L;
+  scalar_t* row = s.grad + t * s.g_st;
+  const acc_t w = s.weight;
   acc_t* occ = ws.occupancy.data();
   for (int64_t k = 1; k <= L; ++k) occ[k] = 0;
   for (int64_t k = 1; k <= L; ++k) occ[ws.first[k]] += static_cast<acc_t>(label_occ[k]);
-  row[blank] = static_cast<scalar_t>(-weight * static_cast<acc_t>(blank_occ));
+  if (s.lse) {
+    const scalar_t* x = s.lp + t * s.lp_st;
+    const acc_t lse = s.lse[t];
+#pragma omp simd
+    for (int64_t c = 0; c < s.C; ++c) {
+      row[c] = static_cast<scalar_t>(w * exp_(static_cast<acc_t>(x[c]) - lse));
+    }
+    row[s.blank] = static_cast<scalar_t>(
+        w * (exp_(static_cast<acc_t>(x[s.blank]) - lse) - static_cast<acc_t>(blank_occ)));
+    for (int64_t k = 1; k <= L; ++k) {
+      const int64_t c = static_cast<int64_t>(s.label[k - 1]);
+      if (ws.first[k] == k) row[c] = static_cast<scalar_t>(w * (exp_(static_cast<acc_t>(x[c]) - lse) - occ[k]));
+    }
+    return;
+  }
+  row[s.blank] = static_cast<scalar_t>(-w * static_cast<acc_t>(blank_occ));
   for (int64_t k = 1; k <= L; ++k) {
-    if (ws.first[k] == k) row[label[k - 1]] = static_cast<scalar_t>(-weight * occ[k]);
+    if (ws.first[k] == k) row[s.label[k - 1]] = static_cast<scalar_t>(-w * occ[k]);
   }
 }
 
@@ -138,8 +178,9 @@ bool sample_scaled(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_t>&
   for (int64_t t = 0; t < Tn; ++t) {
     const scalar_t* row = s.lp + t * s.lp_st;
     double* e = ws.emit.data() + t * K;
-    e[0] = static_cast<double>(row[s.blank]);
-    for (int64_t k = 1; k <= L; ++k) e[k] = static_cast<double>(row[s.label[k - 1]]);
+    const double shift = s.lse ? static_cast<double>(s.lse[t]) : 0.0;
+    e[0] = static_cast<double>(row[s.blank]) - shift;
+    for (int64_t k = 1; k <= L; ++k) e[k] = static_cast<double>(row[s.label[k - 1]]) - shift;
     double m = e[0];
     for (int64_t k = 1; k <= L; ++k) m = e[k] > m ? e[k] : m;
     if (!(m > neg_inf<double>()) || m == -neg_inf<double>()) return false;  // -inf, +inf or NaN
@@ -227,7 +268,7 @@ bool sample_scaled(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_t>&
       for (int64_t j = 0; j <= L; ++j) blank_occ += a[j] * b[j];
 #pragma omp simd
       for (int64_t k = 1; k <= L; ++k) post[k] *= inv_z;
-      write_row(s.grad + t * s.g_st, s.label, L, s.blank, blank_occ * inv_z, post, ws, s.weight);
+      write_row(s, t, blank_occ * inv_z, post, ws);
     }
   }
   const double* a = ws.alpha.data() + ((Tn - 1) & 1) * 2 * W;
@@ -258,15 +299,16 @@ inline void log_alpha_step(const acc_t* prev, acc_t* cur, const acc_t* emit_t,
 // Also decides infeasible samples (loss inf, NaN or zero gradient rows).
 template <typename scalar_t, typename target_t, typename acc_t>
 void sample_log_space(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_t>& ws,
-                      bool zero_infinity, acc_t* loss) {
+                      acc_t* loss) {
   const int64_t Tn = s.Tn, L = s.L, K = L + 1, W = L + 2;
   const acc_t ninf = neg_inf<acc_t>();
   ws.log_emit.resize(Tn * K);
   for (int64_t t = 0; t < Tn; ++t) {
     const scalar_t* row = s.lp + t * s.lp_st;
     acc_t* e = ws.log_emit.data() + t * K;
-    e[0] = static_cast<acc_t>(row[s.blank]);
-    for (int64_t k = 1; k <= L; ++k) e[k] = static_cast<acc_t>(row[s.label[k - 1]]);
+    const acc_t shift = s.lse ? s.lse[t] : acc_t(0);
+    e[0] = static_cast<acc_t>(row[s.blank]) - shift;
+    for (int64_t k = 1; k <= L; ++k) e[k] = static_cast<acc_t>(row[s.label[k - 1]]) - shift;
   }
   ws.log_skip.assign(L + 2, ninf);
   for (int64_t k = 2; k <= L; ++k) {
@@ -313,18 +355,7 @@ void sample_log_space(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_
   const acc_t log_p = log_add_exp(b0[0] + emit[0], L > 0 ? b0[W + 1] + emit[1] : ninf);
   *loss = -log_p;
 
-  if (log_p == ninf) {
-    // Infeasible. Under zero_infinity the gradient is zero: clear what the fast
-    // path may have written. Otherwise the caller fills the rows with NaN.
-    if (zero_infinity) {
-      for (int64_t t = 0; t < Tn; ++t) {
-        scalar_t* row = s.grad + t * s.g_st;
-        row[s.blank] = 0;
-        for (int64_t k = 1; k <= L; ++k) row[s.label[k - 1]] = 0;
-      }
-    }
-    return;
-  }
+  if (log_p == ninf) return;  // infeasible: the caller writes the rows
 
   find_first_positions(s.label, L, ws);
   ws.occupancy.resize(K);
@@ -343,19 +374,19 @@ void sample_log_space(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_
     for (int64_t j = 0; j <= L; ++j) blank_occ += exp_(a[j] + b[j] - log_p);
 #pragma omp simd
     for (int64_t k = 1; k <= L; ++k) post[k] = exp_(a[W + k] + b[W + k] - log_p);
-    write_row(s.grad + t * s.g_st, s.label, L, s.blank, blank_occ, post, ws, s.weight);
+    write_row(s, t, blank_occ, post, ws);
   }
 }
 
 template <typename scalar_t, typename target_t>
-void ctc_loss_cpu_impl(const at::Tensor& log_probs, const at::Tensor& targets,
+void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& targets,
                        const int64_t* input_lengths, const int64_t* target_lengths,
                        const int64_t* target_offsets, int64_t blank, bool zero_infinity,
                        const at::Tensor* grad_weights, at::Tensor& loss, at::Tensor* grad) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = log_probs.size(1);
-  const int64_t C = log_probs.size(2);
-  const scalar_t* lp = log_probs.const_data_ptr<scalar_t>();
+  const int64_t N = input.size(1);
+  const int64_t C = input.size(2);
+  const scalar_t* x = input.const_data_ptr<scalar_t>();
   const target_t* tg = targets.const_data_ptr<target_t>();
   acc_t* loss_out = loss.mutable_data_ptr<acc_t>();
   scalar_t* grad_out = grad ? grad->mutable_data_ptr<scalar_t>() : nullptr;
@@ -366,20 +397,31 @@ void ctc_loss_cpu_impl(const at::Tensor& log_probs, const at::Tensor& targets,
     Workspace<acc_t> ws;
     if (grad_out) ws.slot.assign(C, -1);
     for (int64_t n = begin; n < end; ++n) {
+      const int64_t Tn = input_lengths[n];
+      const scalar_t* xn = x + n * input.stride(1);
+      if (logits) {
+        ws.lse.resize(Tn);
+        frame_log_normalizers(xn, input.stride(0), Tn, C, ws.lse.data());
+      }
       Sample<scalar_t, target_t, acc_t> s{
-          input_lengths[n], target_lengths[n], tg + target_offsets[n], blank,
-          lp + n * log_probs.stride(1), log_probs.stride(0),
+          Tn, target_lengths[n], tg + target_offsets[n], blank, xn, input.stride(0), C,
+          logits ? ws.lse.data() : nullptr,
           grad_out ? grad_out + n * grad->stride(1) : nullptr, grad ? grad->stride(0) : 0,
           weights ? weights[n] : acc_t(0)};
       acc_t nll;
-      if (s.Tn == 0) {
+      if (Tn == 0) {
         nll = s.L == 0 ? acc_t(0) : inf;  // nothing to align; no gradient rows
       } else if (!sample_scaled(s, ws, &nll)) {
-        sample_log_space(s, ws, zero_infinity, &nll);
-        if (nll == inf && s.grad && !zero_infinity) {
-          for (int64_t t = 0; t < s.Tn; ++t) {
+        sample_log_space(s, ws, &nll);
+        if (nll == inf && s.grad) {
+          // Infeasible: zero gradient under zero_infinity, else NaN as in
+          // torch.nn.CTCLoss. Whole rows: the fast path may have written some.
+          const scalar_t fill = zero_infinity
+                                    ? scalar_t(0)
+                                    : static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN());
+          for (int64_t t = 0; t < Tn; ++t) {
             scalar_t* row = s.grad + t * s.g_st;
-            std::fill(row, row + C, static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN()));
+            std::fill(row, row + C, fill);
           }
         }
       }
@@ -388,45 +430,61 @@ void ctc_loss_cpu_impl(const at::Tensor& log_probs, const at::Tensor& targets,
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs,
-                                               const at::Tensor& targets,
-                                               const at::Tensor& input_lengths,
-                                               const at::Tensor& target_lengths,
-                                               int64_t blank, bool zero_infinity,
-                                               const std::optional<at::Tensor>& grad_weights) {
-  check_ctc_loss_layout(log_probs, targets, input_lengths, target_lengths, blank);
+std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu_common(const at::Tensor& input, bool logits,
+                                                      const at::Tensor& targets,
+                                                      const at::Tensor& input_lengths,
+                                                      const at::Tensor& target_lengths,
+                                                      int64_t blank, bool zero_infinity,
+                                                      const std::optional<at::Tensor>& grad_weights) {
+  check_ctc_loss_layout(input, targets, input_lengths, target_lengths, blank);
   const at::Tensor il = input_lengths.contiguous();
   const at::Tensor tl = target_lengths.contiguous();
   const at::Tensor tg = targets.contiguous();
-  const at::Tensor offsets = check_ctc_loss_values_cpu(log_probs, tg, il, tl, blank);
+  const at::Tensor offsets = check_ctc_loss_values_cpu(input, tg, il, tl, blank);
 
-  const auto acc_dtype = at::toOpMathType(log_probs.scalar_type());
+  const auto acc_dtype = at::toOpMathType(input.scalar_type());
   const bool compute_grad = grad_weights.has_value();
   at::Tensor weights;
   if (compute_grad) {
-    check_grad_weights(*grad_weights, log_probs);
+    check_grad_weights(*grad_weights, input);
     weights = grad_weights->contiguous();
   }
-  at::Tensor loss = at::empty({log_probs.size(1)}, log_probs.options().dtype(acc_dtype));
-  at::Tensor grad = compute_grad ? zeroed_like(log_probs) : at::empty({0}, log_probs.options());
+  at::Tensor loss = at::empty({input.size(1)}, input.options().dtype(acc_dtype));
+  at::Tensor grad = compute_grad ? zeroed_like(input) : at::empty({0}, input.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, log_probs.scalar_type(), "ctcx_ctc_loss_cpu", [&] {
+      at::kHalf, at::kBFloat16, input.scalar_type(), "ctcx_ctc_loss_cpu", [&] {
+        auto run = [&](auto target_zero) {
+          using target_t = decltype(target_zero);
+          ctc_loss_cpu_impl<scalar_t, target_t>(
+              input, logits, tg, il.const_data_ptr<int64_t>(), tl.const_data_ptr<int64_t>(),
+              offsets.const_data_ptr<int64_t>(), blank, zero_infinity, &weights, loss,
+              compute_grad ? &grad : nullptr);
+        };
         if (tg.scalar_type() == at::kInt) {
-          ctc_loss_cpu_impl<scalar_t, int32_t>(log_probs, tg, il.const_data_ptr<int64_t>(),
-                                               tl.const_data_ptr<int64_t>(),
-                                               offsets.const_data_ptr<int64_t>(), blank,
-                                               zero_infinity, &weights, loss,
-                                               compute_grad ? &grad : nullptr);
+          run(int32_t(0));
         } else {
-          ctc_loss_cpu_impl<scalar_t, int64_t>(log_probs, tg, il.const_data_ptr<int64_t>(),
-                                               tl.const_data_ptr<int64_t>(),
-                                               offsets.const_data_ptr<int64_t>(), blank,
-                                               zero_infinity, &weights, loss,
-                                               compute_grad ? &grad : nullptr);
+          run(int64_t(0));
         }
       });
   return {loss, grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs, const at::Tensor& targets,
+                                               const at::Tensor& input_lengths,
+                                               const at::Tensor& target_lengths, int64_t blank,
+                                               bool zero_infinity,
+                                               const std::optional<at::Tensor>& grad_weights) {
+  return ctc_loss_cpu_common(log_probs, false, targets, input_lengths, target_lengths, blank,
+                             zero_infinity, grad_weights);
+}
+
+std::tuple<at::Tensor, at::Tensor> ctc_loss_with_logits_cpu(
+    const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& input_lengths,
+    const at::Tensor& target_lengths, int64_t blank, bool zero_infinity,
+    const std::optional<at::Tensor>& grad_weights) {
+  return ctc_loss_cpu_common(logits, true, targets, input_lengths, target_lengths, blank,
+                             zero_infinity, grad_weights);
 }
 
 }  // namespace
@@ -434,4 +492,5 @@ std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu(const at::Tensor& log_probs,
 
 TORCH_LIBRARY_IMPL(ctcx, CPU, m) {
   m.impl("ctc_loss", &ctcx::ctc_loss_cpu);
+  m.impl("ctc_loss_with_logits", &ctcx::ctc_loss_with_logits_cpu);
 }
