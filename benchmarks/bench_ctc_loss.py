@@ -3,11 +3,12 @@
     python benchmarks/bench_ctc_loss.py                 # CPU, the issue's configs
     python benchmarks/bench_ctc_loss.py --repeats 20 --configs 150,32,5000,20
 
-Two measurements per config (T, N, C, L), float32, reduction='mean', every
-input length = T and every target length = L:
-- op:  forward + backward of the loss with ``log_probs`` a leaf tensor;
-- e2e: forward + backward of ``log_softmax`` then the loss, from logits.
-Each time is the median of --repeats runs after warm-up; ratio = native / ctcx.
+Per config (T, N, C, L), float32, reduction='mean', every input length = T
+and every target length = L, forward + backward:
+- op:     the loss alone, ``log_probs`` a leaf tensor (native vs ctcx.ctc_loss);
+- e2e:    ``log_softmax`` then the loss, from logits (native vs ctcx.ctc_loss);
+- logits: native ``log_softmax`` + loss vs ``ctcx.ctc_loss_with_logits``.
+Each time is the median of --repeats runs after warm-up; speedup = native / ctcx.
 """
 from __future__ import annotations
 
@@ -73,16 +74,22 @@ def bench_config(T: int, N: int, C: int, L: int, device: str, repeats: int) -> L
         return run
 
     # Same answer before timing anything.
-    a = ctcx.ctc_loss(logits.log_softmax(-1), targets, il, tl)
     b = F.ctc_loss(logits.log_softmax(-1), targets, il, tl)
-    if not torch.allclose(a, b, rtol=1e-4, atol=1e-4):
-        sys.exit(f"mismatch at {(T, N, C, L)}: ctcx {a.item()} vs native {b.item()}")
+    for a in (ctcx.ctc_loss(logits.log_softmax(-1), targets, il, tl),
+              ctcx.ctc_loss_with_logits(logits, targets, il, tl)):
+        if not torch.allclose(a, b, rtol=1e-4, atol=1e-4):
+            sys.exit(f"mismatch at {(T, N, C, L)}: ctcx {a.item()} vs native {b.item()}")
+
+    def fused():
+        logits.grad = None
+        ctcx.ctc_loss_with_logits(logits, targets, il, tl).backward()
 
     rows = []
     for mode, make in (("op", op), ("e2e", e2e)):
         native = timed(make(losses["native"]), repeats, device)
         mine = timed(make(losses["ctcx"]), repeats, device)
         rows.append((mode, native, mine))
+    rows.append(("logits", rows[1][1], timed(fused, repeats, device)))
     return rows
 
 
@@ -100,10 +107,10 @@ def main(argv=None) -> None:
 
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
           f"dtype=float32 reduction=mean repeats={args.repeats}")
-    print(f"{'T,N,C,L':>18} {'mode':>4} {'native ms':>10} {'ctcx ms':>9} {'speedup':>8}")
+    print(f"{'T,N,C,L':>18} {'mode':>6} {'native ms':>10} {'ctcx ms':>9} {'speedup':>8}")
     for T, N, C, L in configs:
         for mode, native, mine in bench_config(T, N, C, L, args.device, args.repeats):
-            print(f"{f'{T},{N},{C},{L}':>18} {mode:>4} {native:10.2f} {mine:9.2f} {native / mine:7.2f}x", flush=True)
+            print(f"{f'{T},{N},{C},{L}':>18} {mode:>6} {native:10.2f} {mine:9.2f} {native / mine:7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

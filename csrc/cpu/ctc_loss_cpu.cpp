@@ -32,10 +32,12 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "ctcx/ctc_loss_checks.h"
 #include "ctcx/log_math.h"
+#include "vec_math.h"
 #include "zeroed_buffer.h"
 
 namespace ctcx {
@@ -76,12 +78,15 @@ struct Workspace {
   std::vector<acc_t> lse;         // (T_n,): log-sum-exp of each logits row
 };
 
-// log sum_c exp(row[c]) for every frame of a logits sample (two vectorized
-// passes over the row, which stays in cache between them).
+// log sum_c exp(row[c]) for every frame of a logits sample.
 template <typename scalar_t, typename acc_t>
 void frame_log_normalizers(const scalar_t* x, int64_t st, int64_t Tn, int64_t C, acc_t* lse) {
   for (int64_t t = 0; t < Tn; ++t) {
     const scalar_t* row = x + t * st;
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      lse[t] = row_log_sum_exp(row, C);
+      continue;
+    }
     acc_t m = neg_inf<acc_t>();
 #pragma omp simd reduction(max : m)
     for (int64_t c = 0; c < C; ++c) m = std::max(m, static_cast<acc_t>(row[c]));
@@ -121,9 +126,13 @@ inline void write_row(const Sample<scalar_t, target_t, acc_t>& s, int64_t t, rea
   if (s.lse) {
     const scalar_t* x = s.lp + t * s.lp_st;
     const acc_t lse = s.lse[t];
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      row_scaled_exp(x, s.C, lse, w, row);
+    } else {
 #pragma omp simd
-    for (int64_t c = 0; c < s.C; ++c) {
-      row[c] = static_cast<scalar_t>(w * exp_(static_cast<acc_t>(x[c]) - lse));
+      for (int64_t c = 0; c < s.C; ++c) {
+        row[c] = static_cast<scalar_t>(w * exp_(static_cast<acc_t>(x[c]) - lse));
+      }
     }
     row[s.blank] = static_cast<scalar_t>(
         w * (exp_(static_cast<acc_t>(x[s.blank]) - lse) - static_cast<acc_t>(blank_occ)));
