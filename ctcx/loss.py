@@ -188,7 +188,24 @@ def ctc_loss_with_logits(logits: torch.Tensor, targets: torch.Tensor, input_leng
                        "logits")
 
 
-class CTCLoss(torch.nn.Module):
+class _CTCLossModule(torch.nn.Module):
+    """Holds the options shared by the loss modules."""
+
+    _fn = "ctcx.CTCLoss"
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"{self._fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.blank = blank
+        self.reduction = reduction
+        self.zero_infinity = zero_infinity
+
+    def extra_repr(self) -> str:
+        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"
+
+
+class CTCLoss(_CTCLossModule):
     """Module form of :func:`ctcx.ctc_loss`; a drop-in for :class:`torch.nn.CTCLoss`.
 
     Args:
@@ -200,24 +217,13 @@ class CTCLoss(torch.nn.Module):
     shapes documented in :func:`ctcx.ctc_loss` and raises the same ValueErrors.
     """
 
-    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"ctcx.CTCLoss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.blank = blank
-        self.reduction = reduction
-        self.zero_infinity = zero_infinity
-
     def forward(self, log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
                 target_lengths: Lengths) -> torch.Tensor:
         return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
                         self.reduction, self.zero_infinity)
 
-    def extra_repr(self) -> str:
-        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"
 
-
-class CTCLossWithLogits(torch.nn.Module):
+class CTCLossWithLogits(_CTCLossModule):
     """Module form of :func:`ctcx.ctc_loss_with_logits`: CTC loss on raw logits, log_softmax fused.
 
     Args:
@@ -229,18 +235,9 @@ class CTCLossWithLogits(torch.nn.Module):
     logits and the shapes documented in :func:`ctcx.ctc_loss`.
     """
 
-    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"ctcx.CTCLossWithLogits: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.blank = blank
-        self.reduction = reduction
-        self.zero_infinity = zero_infinity
+    _fn = "ctcx.CTCLossWithLogits"
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
                 target_lengths: Lengths) -> torch.Tensor:
         return ctc_loss_with_logits(logits, targets, input_lengths, target_lengths, self.blank,
                                     self.reduction, self.zero_infinity)
-
-    def extra_repr(self) -> str:
-        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"

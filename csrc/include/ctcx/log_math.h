@@ -26,16 +26,13 @@ CTCX_HOST_DEVICE T neg_inf() {
 }
 
 #if !defined(__CUDACC__)
-CTCX_HOST_DEVICE float bits_to_float(int32_t i) {
-  float f;
-  std::memcpy(&f, &i, sizeof f);
-  return f;
-}
-
-CTCX_HOST_DEVICE int32_t float_to_bits(float f) {
-  int32_t i;
-  std::memcpy(&i, &f, sizeof i);
-  return i;
+// Reinterprets the bits of a value of the same size (std::bit_cast before C++20).
+template <typename To, typename From>
+CTCX_HOST_DEVICE To bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast needs equal sizes");
+  To r;
+  std::memcpy(&r, &v, sizeof r);
+  return r;
 }
 
 // exp(x) for float; exactly 0 for x < -87 (so exp(-inf) = 0), finite for x <= 88.
@@ -52,16 +49,16 @@ CTCX_HOST_DEVICE float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const float scale = bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  const float scale = bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
   return x < -87.0f ? 0.0f : p * scale;
 }
 
 // log(x) for float x >= 0 (normal or zero, never +inf here); log(0) = -inf, log(NaN) = NaN.
 CTCX_HOST_DEVICE float fast_log(float x) {
-  const int32_t bits = float_to_bits(x);
+  const int32_t bits = bit_cast<int32_t>(x);
   // x = m * 2^e with m in [0.5, 1)
   int32_t e = ((bits >> 23) & 0xff) - 126;
-  float m = bits_to_float((bits & 0x007fffff) | 0x3f000000);
+  float m = bit_cast<float>((bits & 0x007fffff) | 0x3f000000);
   const bool low = m < 0.707106781186547524f;
   e = low ? e - 1 : e;
   const float f = low ? m + m - 1.0f : m - 1.0f;
@@ -84,18 +81,6 @@ CTCX_HOST_DEVICE float fast_log(float x) {
   return x == 0.0f ? neg_inf<float>() : (x != x ? x : result);
 }
 
-CTCX_HOST_DEVICE double bits_to_double(int64_t i) {
-  double d;
-  std::memcpy(&d, &i, sizeof d);
-  return d;
-}
-
-CTCX_HOST_DEVICE int64_t double_to_bits(double d) {
-  int64_t i;
-  std::memcpy(&i, &d, sizeof i);
-  return i;
-}
-
 // exp(x) for double (Cephes' Pade form, ~1 ulp); exactly 0 for x < -708, finite for x <= 709.
 CTCX_HOST_DEVICE double fast_exp(double x) {
   const double xc = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
@@ -103,7 +88,7 @@ CTCX_HOST_DEVICE double fast_exp(double x) {
   const double shifter = 6755399441055744.0;
   const double y = xc * 1.4426950408889634073599 + shifter;
   const double n = y - shifter;
-  const int64_t ni = double_to_bits(y) - double_to_bits(shifter);
+  const int64_t ni = bit_cast<int64_t>(y) - bit_cast<int64_t>(shifter);
   double r = xc - n * 6.93145751953125e-1;
   r = r - n * 1.42860682030941723212e-6;
   const double rr = r * r;
@@ -116,7 +101,7 @@ CTCX_HOST_DEVICE double fast_exp(double x) {
   qx = qx * rr + 2.27265548208155028766e-1;
   qx = qx * rr + 2.00000000000000000009e0;
   const double e = 1.0 + 2.0 * (px / (qx - px));
-  const double scale = bits_to_double((ni + 1023) << 52);
+  const double scale = bit_cast<double>((ni + 1023) << 52);
   return x < -708.0 ? 0.0 : e * scale;
 }
 
