@@ -13,6 +13,7 @@ from typing import Sequence, Union
 import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.ctcx.ctc_loss)
+from ._validate import check_device_values
 
 __all__ = ["ctc_loss", "CTCLoss", "ctc_loss_with_logits", "CTCLossWithLogits"]
 
@@ -47,7 +48,7 @@ def _lengths_tensor(fn: str, name: str, value: Lengths, n: int, batched: bool,
 
 def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
                 target_lengths: Lengths, blank: int, reduction: str, zero_infinity: bool,
-                fn: str, name: str) -> torch.Tensor:
+                fn: str, name: str, validate: bool) -> torch.Tensor:
     """Validate and normalise the arguments, run the fused op ``op``, reduce.
 
     ``fn`` and ``name`` (the function's and the input's names) only shape error messages.
@@ -100,6 +101,8 @@ def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengt
         weights = 1.0 / (tl.clamp_min(1).to(loss_dtype) * N)
     else:
         weights = torch.ones(N, dtype=loss_dtype, device=x.device)
+    # CUDA: values are checked here (the op never syncs); the CPU op checks them in C++.
+    check_device_values(fn, x, targets, il, tl, blank, validate)
     needs_grad = torch.is_grad_enabled() and x.requires_grad
     loss, _ = op(x, targets, il, tl, blank, bool(zero_infinity), weights if needs_grad else None)
     if reduction == "none":
@@ -109,7 +112,7 @@ def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengt
 
 def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
              target_lengths: Lengths, blank: int = 0, reduction: str = "mean",
-             zero_infinity: bool = False) -> torch.Tensor:
+             zero_infinity: bool = False, *, validate: bool = True) -> torch.Tensor:
     """Connectionist Temporal Classification loss, fused forward and backward.
 
     Same arguments and results as :func:`torch.nn.functional.ctc_loss`
@@ -134,6 +137,12 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Leng
             target length (clamped to >= 1), exactly as PyTorch defines it.
         zero_infinity: replace infinite losses (targets no alignment can
             reach) and their gradients with zeros.
+        validate: (keyword-only) check the values of labels and lengths. On
+            CUDA this costs one host sync; pass False to avoid it, e.g. to
+            capture the loss in a CUDA graph. Unchecked bad labels or lengths
+            then give NaN losses (and NaN gradients), never out-of-bounds
+            memory accesses. Under torch.compile CUDA values are not checked.
+            CPU inputs are always checked (free there).
 
     Returns:
         The loss, a float32 tensor for float16/bfloat16 ``log_probs`` and of
@@ -153,12 +162,12 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Leng
             sum(target_lengths); an unknown ``reduction``.
     """
     return _fused_loss(torch.ops.ctcx.ctc_loss, log_probs, targets, input_lengths, target_lengths,
-                       blank, reduction, zero_infinity, "ctcx.ctc_loss", "log_probs")
+                       blank, reduction, zero_infinity, "ctcx.ctc_loss", "log_probs", validate)
 
 
 def ctc_loss_with_logits(logits: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
                          target_lengths: Lengths, blank: int = 0, reduction: str = "mean",
-                         zero_infinity: bool = False) -> torch.Tensor:
+                         zero_infinity: bool = False, *, validate: bool = True) -> torch.Tensor:
     """CTC loss from raw logits, with the log-softmax fused in.
 
     Equal to ``ctcx.ctc_loss(logits.log_softmax(-1), ...)`` (PyTorch precedent:
@@ -172,8 +181,8 @@ def ctc_loss_with_logits(logits: torch.Tensor, targets: torch.Tensor, input_leng
         logits: (T, N, C) or unbatched (T, C) unnormalized scores; float16,
             bfloat16, float32 or float64; any strides with a contiguous class
             dimension (else one copy is made).
-        targets, input_lengths, target_lengths, blank, reduction, zero_infinity:
-            as for :func:`ctcx.ctc_loss`.
+        targets, input_lengths, target_lengths, blank, reduction, zero_infinity,
+            validate: as for :func:`ctcx.ctc_loss`.
 
     Returns:
         The loss, as :func:`ctcx.ctc_loss` returns it. Frames past
@@ -185,7 +194,7 @@ def ctc_loss_with_logits(logits: torch.Tensor, targets: torch.Tensor, input_leng
     """
     return _fused_loss(torch.ops.ctcx.ctc_loss_with_logits, logits, targets, input_lengths,
                        target_lengths, blank, reduction, zero_infinity, "ctcx.ctc_loss_with_logits",
-                       "logits")
+                       "logits", validate)
 
 
 class _CTCLossModule(torch.nn.Module):
@@ -193,16 +202,19 @@ class _CTCLossModule(torch.nn.Module):
 
     _fn = "ctcx.CTCLoss"
 
-    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, *,
+                 validate: bool = True):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"{self._fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         self.blank = blank
         self.reduction = reduction
         self.zero_infinity = zero_infinity
+        self.validate = validate
 
     def extra_repr(self) -> str:
-        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"
+        return (f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"
+                + ("" if self.validate else ", validate=False"))
 
 
 class CTCLoss(_CTCLossModule):
@@ -212,6 +224,8 @@ class CTCLoss(_CTCLossModule):
         blank: index of the blank class (default 0).
         reduction: 'none' | 'mean' | 'sum' (default 'mean', PyTorch's definition).
         zero_infinity: zero infinite losses and their gradients (default False).
+        validate: (keyword-only) check label and length values; False skips
+            the host sync this costs on CUDA (see :func:`ctcx.ctc_loss`).
 
     ``forward(log_probs, targets, input_lengths, target_lengths)`` takes the
     shapes documented in :func:`ctcx.ctc_loss` and raises the same ValueErrors.
@@ -220,7 +234,7 @@ class CTCLoss(_CTCLossModule):
     def forward(self, log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
                 target_lengths: Lengths) -> torch.Tensor:
         return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank,
-                        self.reduction, self.zero_infinity)
+                        self.reduction, self.zero_infinity, validate=self.validate)
 
 
 class CTCLossWithLogits(_CTCLossModule):
@@ -230,6 +244,8 @@ class CTCLossWithLogits(_CTCLossModule):
         blank: index of the blank class (default 0).
         reduction: 'none' | 'mean' | 'sum' (default 'mean', PyTorch's definition).
         zero_infinity: zero infinite losses and their gradients (default False).
+        validate: (keyword-only) check label and length values; False skips
+            the host sync this costs on CUDA (see :func:`ctcx.ctc_loss`).
 
     ``forward(logits, targets, input_lengths, target_lengths)`` takes (T, N, C)
     logits and the shapes documented in :func:`ctcx.ctc_loss`.
@@ -240,4 +256,4 @@ class CTCLossWithLogits(_CTCLossModule):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
                 target_lengths: Lengths) -> torch.Tensor:
         return ctc_loss_with_logits(logits, targets, input_lengths, target_lengths, self.blank,
-                                    self.reduction, self.zero_infinity)
+                                    self.reduction, self.zero_infinity, validate=self.validate)
