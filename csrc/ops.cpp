@@ -29,6 +29,25 @@ TORCH_LIBRARY(ctcx, m) {
       "ctc_loss_with_logits(Tensor logits, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, int blank, bool zero_infinity, "
       "Tensor? grad_weights) -> (Tensor, Tensor)");
+  // Best-path decoding: the argmax of every frame, repeats merged, blanks
+  // dropped. log_probs (T, N, C) floating with stride(2) == 1 (any scores:
+  // only the argmax matters); input_lengths (N,) int64. Returns tokens (N, T)
+  // int64 padded with -1 and lengths (N,) int64.
+  m.def("ctc_greedy_decode(Tensor log_probs, Tensor input_lengths, int blank) -> (Tensor, Tensor)");
+  // Prefix beam search (Hannun et al. 2014), prepared by ctcx/beam_search.py:
+  //   log_probs (T, N, C) log-probabilities, stride(2) == 1; input_lengths (N,)
+  //   int64; 1 <= top_k <= beam_width <= 1024; hypotheses keep
+  //   min_length <= length <= max_length and emit only tokens with
+  //   allowed_tokens[c] ((C,) bool, None: all); frames whose blank
+  //   probability exceeds blank_skip_threshold (None: never) extend nothing.
+  // Returns (tokens (N, K, T) int64 padded with -1, lengths (N, K) int64,
+  // scores (N, K) log P(prefix | x) float32, float64 for float64 input, -inf
+  // for missing hypotheses, timesteps (N, K, T) int64 frame at which each
+  // token starts, padded with -1), K = top_k, best first.
+  m.def(
+      "ctc_beam_search(Tensor log_probs, Tensor input_lengths, int beam_width, int top_k, "
+      "int blank, int min_length, int max_length, Tensor? allowed_tokens, "
+      "float? blank_skip_threshold) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 // The extension is loaded as a Python module only to run the registrations

@@ -5,11 +5,15 @@
 - :func:`ctc_loss_with_logits` / :class:`CTCLossWithLogits`: the same from raw
   logits, with log_softmax fused in.
 - :func:`greedy_decode`: best-path decoding.
+- :func:`beam_search`: batched prefix beam search with top-k, timesteps and
+  output constraints; :func:`decode_strings` maps its tokens to strings.
 - :func:`cuda_available`: whether the CUDA kernels were compiled in.
 """
+from .beam_search import BeamSearchResult, beam_search, decode_strings
 from .decode import greedy_decode
 from .loss import CTCLoss, CTCLossWithLogits, ctc_loss, ctc_loss_with_logits
 from .ops import cuda_available
 
 __version__ = "0.1.0"
-__all__ = ["ctc_loss", "CTCLoss", "ctc_loss_with_logits", "CTCLossWithLogits", "greedy_decode", "cuda_available", "__version__"]
+__all__ = ["ctc_loss", "CTCLoss", "ctc_loss_with_logits", "CTCLossWithLogits", "greedy_decode", "beam_search",
+           "BeamSearchResult", "decode_strings", "cuda_available", "__version__"]

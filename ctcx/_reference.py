@@ -73,3 +73,74 @@ def ctc_nll_brute_force(log_probs: torch.Tensor, target: Sequence[int], blank: i
     if T == 0:
         return 0.0 if not target else math.inf
     return -_logsumexp(scores) if scores else math.inf
+
+
+def _satisfies(labelling: Sequence[int], min_length: int, max_length: float, allowed) -> bool:
+    return (min_length <= len(labelling) <= max_length
+            and (allowed is None or all(bool(allowed[c]) for c in labelling)))
+
+
+def ctc_decode_brute_force(log_probs: torch.Tensor, blank: int = 0, min_length: int = 0,
+                           max_length: int | None = None, allowed=None) -> List[tuple]:
+    """Every labelling with its exact log P(labelling | x), best first, by
+    enumerating all C**T alignments (tiny T and C only).
+
+    log_probs: (T, C) of one sample. Labellings outside the constraints
+    (length in [min_length, max_length], tokens with allowed[c] true) are left
+    out. Returns [(tokens tuple, log-probability)].
+    """
+    lp = log_probs.double().tolist()
+    T, C = len(lp), log_probs.shape[1]
+    max_length = math.inf if max_length is None else max_length
+    scores: dict = {}
+    for path in itertools.product(range(C), repeat=T):
+        scores.setdefault(tuple(collapse(path, blank)), []).append(sum(lp[t][c] for t, c in enumerate(path)))
+    out = [(y, _logsumexp(v)) for y, v in scores.items() if _satisfies(y, min_length, max_length, allowed)]
+    return sorted((h for h in out if h[1] > NEG_INF), key=lambda h: -h[1])
+
+
+def prefix_beam_search_reference(log_probs: torch.Tensor, beam_width: int, blank: int = 0,
+                                 min_length: int = 0, max_length: int | None = None,
+                                 allowed=None) -> List[tuple]:
+    """Textbook prefix beam search (Hannun et al. 2014, algorithm 1) in float64.
+
+    log_probs: (T, C) of one sample. Each prefix keeps log P(blank-ending) and
+    log P(non-blank-ending); a prefix reached from several parents sums them.
+    Constraints as in ctcx.beam_search: no prefix longer than max_length, none
+    that can no longer reach min_length in the frames left, only allowed
+    tokens. The start frame of a prefix's last token follows its larger
+    contribution (its own continuation vs. its parent's extension). Returns
+    the final beam, best first: [(tokens tuple, log-probability, start frames tuple)].
+    """
+    lp = log_probs.double().tolist()
+    T, C = len(lp), log_probs.shape[1]
+    max_length = T if max_length is None else max_length
+    tokens = [c for c in range(C) if c != blank and (allowed is None or bool(allowed[c]))]
+    # prefix -> (log P blank-ending, log P non-blank-ending, start frames)
+    beam = {(): (0.0, NEG_INF, ())} if T > 0 or min_length == 0 else {}
+    for t in range(T):
+        frame = lp[t]
+        remaining = T - 1 - t
+        carried: dict = {}   # prefix -> [pb, pnb] from the prefix itself
+        extended: dict = {}  # prefix -> (log P, start frames) from its parent
+        for y, (pb, pnb, times) in beam.items():
+            total = _logsumexp([pb, pnb])
+            carried[y] = [total + frame[blank], pnb + frame[y[-1]] if y else NEG_INF, times]
+            if len(y) >= max_length:
+                continue
+            for c in tokens:
+                from_parent = (pb if y and y[-1] == c else total) + frame[c]
+                extended[y + (c,)] = (from_parent, times + (t,))
+        beam = {}
+        for y in set(carried) | set(extended):
+            pb, pnb, times = carried.get(y, [NEG_INF, NEG_INF, ()])
+            ext, ext_times = extended.get(y, (NEG_INF, ()))
+            if ext > _logsumexp([pb, pnb]):
+                times = ext_times
+            pnb = _logsumexp([pnb, ext])
+            if _logsumexp([pb, pnb]) > NEG_INF and len(y) + remaining >= min_length:
+                beam[y] = (pb, pnb, times)
+        best = sorted(beam, key=lambda y: -_logsumexp(beam[y][:2]))[:beam_width]
+        beam = {y: beam[y] for y in best}
+    return sorted(((y, _logsumexp([pb, pnb]), times) for y, (pb, pnb, times) in beam.items()),
+                  key=lambda h: -h[1])

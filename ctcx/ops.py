@@ -70,3 +70,23 @@ def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
 for _name in FUSED_LOSS_OPS:
     torch.library.register_fake(_name)(_ctc_loss_fake)
     torch.library.register_autograd(_name, _ctc_loss_backward, setup_context=_ctc_loss_setup_context)
+
+
+@torch.library.register_fake("ctcx::ctc_greedy_decode")
+def _ctc_greedy_decode_fake(log_probs, input_lengths, blank):
+    torch._check(log_probs.dim() == 3, lambda: "log_probs must be (T, N, C)")
+    T, N, _ = log_probs.shape
+    return log_probs.new_empty((N, T), dtype=torch.long), log_probs.new_empty((N,), dtype=torch.long)
+
+
+@torch.library.register_fake("ctcx::ctc_beam_search")
+def _ctc_beam_search_fake(log_probs, input_lengths, beam_width, top_k, blank, min_length, max_length,
+                          allowed_tokens, blank_skip_threshold):
+    torch._check(log_probs.dim() == 3, lambda: "log_probs must be (T, N, C)")
+    torch._check(1 <= top_k <= beam_width, lambda: "expected 1 <= top_k <= beam_width")
+    T, N, _ = log_probs.shape
+    score_dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    tokens = log_probs.new_empty((N, top_k, T), dtype=torch.long)
+    lengths = log_probs.new_empty((N, top_k), dtype=torch.long)
+    scores = log_probs.new_empty((N, top_k), dtype=score_dtype)
+    return tokens, lengths, scores, torch.empty_like(tokens)

@@ -1,0 +1,176 @@
+// CTC decoding on the CPU, one sample per task (at::parallel_for over the
+// batch): best path, and the prefix beam search of ctcx/ctc_decode.h run by a
+// single-thread group (ctcx/ctc_decode_serial.h) over the sample's frames.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "ctcx/ctc_decode.h"
+#include "ctcx/ctc_decode_checks.h"
+#include "ctcx/ctc_decode_serial.h"
+
+namespace ctcx {
+namespace {
+
+template <typename scalar_t>
+void greedy_decode_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, int64_t blank,
+                            int64_t* tokens, int64_t* lengths) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t T = x.size(0), N = x.size(1), C = x.size(2);
+  const int64_t st = x.stride(0), sn = x.stride(1);
+  const scalar_t* data = x.const_data_ptr<scalar_t>();
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      int64_t* out = tokens + n * T;
+      int64_t count = 0, prev = -1;
+      for (int64_t t = 0; t < input_lengths[n]; ++t) {
+        const scalar_t* row = data + t * st + n * sn;
+        acc_t best = static_cast<acc_t>(row[0]);
+        int64_t best_c = 0;
+        for (int64_t c = 1; c < C; ++c) {
+          const acc_t v = static_cast<acc_t>(row[c]);
+          if (decode::argmax_better(v, c, best, best_c)) {
+            best = v;
+            best_c = c;
+          }
+        }
+        if (best_c != blank && best_c != prev) out[count++] = best_c;
+        prev = best_c;
+      }
+      lengths[n] = count;
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_probs,
+                                                         const at::Tensor& input_lengths,
+                                                         int64_t blank) {
+  const char* fn = "ctcx.greedy_decode";
+  check_decode_layout(fn, log_probs, input_lengths, blank);
+  const at::Tensor il = input_lengths.contiguous();
+  const int64_t T = log_probs.size(0), N = log_probs.size(1);
+  check_input_lengths_cpu(fn, il, T);
+  at::Tensor tokens = at::full({N, T}, -1, il.options());
+  at::Tensor lengths = at::empty({N}, il.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, log_probs.scalar_type(), "ctcx_greedy_decode_cpu", [&] {
+        greedy_decode_cpu_impl<scalar_t>(log_probs, il.const_data_ptr<int64_t>(), blank,
+                                         tokens.mutable_data_ptr<int64_t>(),
+                                         lengths.mutable_data_ptr<int64_t>());
+      });
+  return {tokens, lengths};
+}
+
+struct BeamSearchOutputs {
+  int64_t* tokens;     // (N, top_k, T)
+  int64_t* timesteps;  // (N, top_k, T)
+  int64_t* lengths;    // (N, top_k)
+  void* scores;        // (N, top_k) acc_t
+};
+
+template <typename scalar_t>
+void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, const bool* allowed,
+                          const decode::SearchConfig& cfg, double log_skip_threshold,
+                          int64_t top_k, const BeamSearchOutputs& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t T = x.size(0), N = x.size(1), C = x.size(2);
+  const int64_t st = x.stride(0), sn = x.stride(1);
+  const scalar_t* data = x.const_data_ptr<scalar_t>();
+  const int32_t K = cfg.beam_width, M = cfg.list_size;
+  const acc_t log_skip = static_cast<acc_t>(log_skip_threshold);
+  acc_t* scores = static_cast<acc_t*>(out.scores);
+
+  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+    decode::SerialGroup group;
+    // uint64_t words: 8-byte alignment, all the carved arrays need.
+    std::vector<uint64_t> beam_mem((2 * decode::beam_bytes<acc_t>(K) + 7) / 8);
+    std::vector<uint64_t> scratch_mem((decode::scratch_bytes<acc_t>(K, M, 1) + 7) / 8);
+    decode::Carver beam_carver{reinterpret_cast<unsigned char*>(beam_mem.data())};
+    const decode::BeamView<acc_t> beams[2] = {decode::carve_beam<acc_t>(beam_carver, K),
+                                              decode::carve_beam<acc_t>(beam_carver, K)};
+    decode::Carver scratch_carver{reinterpret_cast<unsigned char*>(scratch_mem.data())};
+    const decode::StepScratch<acc_t> scratch = decode::carve_scratch<acc_t>(scratch_carver, K, M, 1);
+    std::vector<int32_t> top_tok(M), hist_pred, hist_tok;
+    std::vector<acc_t> top_lp(M);
+    std::vector<decode::Candidate<acc_t>> heap(M);
+
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t frames = input_lengths[n];
+      int32_t nb = decode::init_beam(beams[0], frames, cfg.min_length);
+      hist_pred.resize(frames * K);
+      hist_tok.resize(frames * K);
+      for (int64_t t = 0; t < frames; ++t) {
+        decode::Frame<scalar_t, acc_t> f;
+        f.row = data + t * st + n * sn;
+        f.top_tok = top_tok.data();
+        f.top_lp = top_lp.data();
+        f.remaining = static_cast<int32_t>(frames - 1 - t);
+        if (decode::read_lp<acc_t>(f.row, cfg.blank) > log_skip) {
+          f.top_count = -1;
+        } else {
+          f.top_count = group.top_tokens(f.row, C, cfg.blank, allowed, M, heap.data(), M,
+                                         top_tok.data(), top_lp.data(), nullptr);
+        }
+        nb = decode::beam_step(group, cfg, f, nb, beams[t & 1], beams[(t + 1) & 1], scratch,
+                               hist_pred.data() + t * K, hist_tok.data() + t * K);
+      }
+      for (int64_t i = 0; i < top_k; ++i) {
+        const int64_t at = n * top_k + i;
+        decode::write_hypothesis(static_cast<int32_t>(i), nb, beams[frames & 1], hist_pred.data(),
+                                 hist_tok.data(), K, frames, T, out.tokens + at * T,
+                                 out.timesteps + at * T, out.lengths + at, scores + at);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctc_beam_search_cpu(
+    const at::Tensor& log_probs, const at::Tensor& input_lengths, int64_t beam_width,
+    int64_t top_k, int64_t blank, int64_t min_length, int64_t max_length,
+    const std::optional<at::Tensor>& allowed_tokens, std::optional<double> blank_skip_threshold) {
+  const char* fn = "ctcx.beam_search";
+  check_decode_layout(fn, log_probs, input_lengths, blank);
+  check_beam_search_options(log_probs, beam_width, top_k, min_length, max_length, allowed_tokens,
+                            blank_skip_threshold);
+  const at::Tensor il = input_lengths.contiguous();
+  const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
+  check_input_lengths_cpu(fn, il, T);
+  const at::Tensor allowed = allowed_tokens ? allowed_tokens->contiguous() : at::Tensor();
+
+  const auto long_options = il.options();
+  at::Tensor tokens = at::empty({N, top_k, T}, long_options);
+  at::Tensor timesteps = at::empty({N, top_k, T}, long_options);
+  at::Tensor lengths = at::empty({N, top_k}, long_options);
+  at::Tensor scores =
+      at::empty({N, top_k}, log_probs.options().dtype(at::toOpMathType(log_probs.scalar_type())));
+  const decode::SearchConfig cfg =
+      decode::make_config(beam_width, T, C, blank, min_length, max_length);
+  const double log_skip = blank_skip_threshold ? std::log(*blank_skip_threshold)
+                                               : std::numeric_limits<double>::infinity();
+  const BeamSearchOutputs out{tokens.mutable_data_ptr<int64_t>(),
+                              timesteps.mutable_data_ptr<int64_t>(),
+                              lengths.mutable_data_ptr<int64_t>(), scores.mutable_data_ptr()};
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, log_probs.scalar_type(), "ctcx_beam_search_cpu", [&] {
+        beam_search_cpu_impl<scalar_t>(log_probs, il.const_data_ptr<int64_t>(),
+                                       allowed.defined() ? allowed.const_data_ptr<bool>() : nullptr,
+                                       cfg, log_skip, top_k, out);
+      });
+  return {tokens, lengths, scores, timesteps};
+}
+
+}  // namespace
+}  // namespace ctcx
+
+TORCH_LIBRARY_IMPL(ctcx, CPU, m) {
+  m.impl("ctc_greedy_decode", &ctcx::ctc_greedy_decode_cpu);
+  m.impl("ctc_beam_search", &ctcx::ctc_beam_search_cpu);
+}
