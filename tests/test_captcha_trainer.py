@@ -187,8 +187,28 @@ def test_cli_eval_dir_on_generated_images(trained, tmp_path, capsys):
     write_captchas(tmp_path / "imgs", ["AB12", "XY9Z", "ab12"])  # lowercase: outside the charset
     assert main(["--eval-dir", str(tmp_path / "imgs"), "--checkpoint", str(trained.checkpoint)]) == 0
     out, err = capsys.readouterr()
-    assert "3 images, exact-match accuracy" in out and "character error rate" in out
+    assert "3 images, greedy: exact-match accuracy" in out and "character error rate" in out
     assert "1 of 3 labels have characters outside" in err
+    assert main(["--eval-dir", str(tmp_path / "imgs"), "--checkpoint", str(trained.checkpoint),
+                 "--decode", "all", "--beam-width", "4"]) == 0
+    out, _ = capsys.readouterr()
+    assert "greedy:" in out and "beam search (beam 4):" in out and "beam search, length 4 (beam 4):" in out
+
+
+def test_decoders_agree_with_the_ctcx_decoders(trained):
+    """Even on a blank page the constrained decoder returns labels of exactly label_length characters."""
+    blank_page = torch.full((1, trained.config.input_height, trained.config.input_width), 255, dtype=torch.uint8)
+    images = blank_page
+    labels = ["AB12"]
+    greedy = evaluate(trained.model, images, labels, trained.config.charset)
+    constrained = evaluate(trained.model, images, labels, trained.config.charset, decoder="constrained",
+                           beam_width=8, label_length=4)
+    assert all(len(p) == 4 for p in constrained.predictions)
+    assert len(greedy.predictions) == 1
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        evaluate(trained.model, images, labels, trained.config.charset, decoder="viterbi")
+    with pytest.raises(ValueError, match="needs label_length"):
+        evaluate(trained.model, images, labels, trained.config.charset, decoder="constrained")
 
 
 def test_cli_eval_dir_on_shared_captcha_36x4(trained, capsys):

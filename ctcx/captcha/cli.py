@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from .config import TrainConfig
 from .data import load_folder
-from .train import evaluate, load_checkpoint, resolve_device, train
+from .train import DECODERS, evaluate, load_checkpoint, resolve_device, train
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
             help="do not train: score --checkpoint on the images in DIR, named LABEL_anything.png "
                  "(label = file name before the last underscore); prints exact-match accuracy and "
                  "character error rate")
+    _option(run, "--decode", default="greedy", choices=DECODERS + ("all",),
+            help="how --eval-dir reads labels: greedy best path, prefix beam search, beam search "
+                 "constrained to --label-length characters (the checkpoint's), or all three")
+    _option(run, "--beam-width", type=int, default=10, help="beams kept per frame by beam decoding")
     _option(run, "--checkpoint", default=d.checkpoint, metavar="PATH",
             help="checkpoint that training writes and --eval-dir reads")
     _option(run, "--overwrite", action="store_true",
@@ -114,9 +118,13 @@ def _evaluate_dir(args: argparse.Namespace) -> None:
         print(f"warning: {len(outside)} of {len(labels)} labels have characters outside the checkpoint's "
               f"charset {config.charset!r} (first: {label!r} in {path.name}); they count as errors",
               file=sys.stderr)
-    result = evaluate(model, images, labels, config.charset)
-    print(f"{args.eval_dir}: {result.count} images, exact-match accuracy {result.accuracy:.2%}, "
-          f"character error rate {result.cer:.2%}")
+    for decoder in DECODERS if args.decode == "all" else (args.decode,):
+        result = evaluate(model, images, labels, config.charset, decoder=decoder,
+                          beam_width=args.beam_width, label_length=config.label_length)
+        how = {"greedy": "greedy", "beam": f"beam search (beam {args.beam_width})",
+               "constrained": f"beam search, length {config.label_length} (beam {args.beam_width})"}[decoder]
+        print(f"{args.eval_dir}: {result.count} images, {how}: exact-match accuracy "
+              f"{result.accuracy:.2%}, character error rate {result.cer:.2%}")
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -19,7 +19,7 @@ from .metrics import character_error_rate, exact_match
 from .model import CRNN, build_model
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "EvalResult", "TrainResult", "resolve_device", "predict", "evaluate",
+    "CHECKPOINT_FORMAT", "DECODERS", "EvalResult", "TrainResult", "resolve_device", "predict", "evaluate",
     "save_checkpoint", "load_checkpoint", "train",
 ]
 
@@ -66,36 +66,64 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+DECODERS = ("greedy", "beam", "constrained")
+"""Ways to read labels off the CTC output: best path (:func:`ctcx.greedy_decode`),
+prefix beam search (:func:`ctcx.beam_search`), and beam search constrained to
+labels of exactly ``label_length`` characters."""
+
+
 @torch.no_grad()
-def predict(model: CRNN, images: torch.Tensor, charset: str, batch_size: int = 500) -> List[str]:
-    """Greedy-decoded strings for preprocessed uint8 images (N, H, W).
+def predict(model: CRNN, images: torch.Tensor, charset: str, batch_size: int = 500,
+            decoder: str = "greedy", beam_width: int = 10,
+            label_length: Optional[int] = None) -> List[str]:
+    """Decoded strings for preprocessed uint8 images (N, H, W).
 
     The model is put in eval mode and run on the device of its parameters.
+
+    Args:
+        decoder: one of :data:`DECODERS`. ``"constrained"`` needs ``label_length``.
+        beam_width: beams kept per frame by ``"beam"`` and ``"constrained"``.
+
+    Raises:
+        ValueError: for an unknown decoder, or ``"constrained"`` without ``label_length``.
     """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    if decoder == "constrained" and not label_length:
+        raise ValueError("the constrained decoder needs label_length")
     model.eval()
     device = next(model.parameters()).device
     out: List[str] = []
     for start in range(0, len(images), batch_size):
         log_probs = model(to_model_input(images[start:start + batch_size]).to(device))
-        out += [decode_label(seq, charset) for seq in ctcx.greedy_decode(log_probs, blank=0)]
+        if decoder == "greedy":
+            out += [decode_label(seq, charset) for seq in ctcx.greedy_decode(log_probs, blank=0)]
+            continue
+        length = label_length if decoder == "constrained" else None
+        beams = ctcx.beam_search(log_probs, beam_width=beam_width, blank=0, min_length=length,
+                                 max_length=length)
+        out += [texts[0] for texts in ctcx.decode_strings(beams.tokens, beams.lengths, charset)]
     return out
 
 
 def evaluate(model: CRNN, images: torch.Tensor, references: Sequence[str], charset: str,
-             batch_size: int = 500) -> EvalResult:
+             batch_size: int = 500, decoder: str = "greedy", beam_width: int = 10,
+             label_length: Optional[int] = None) -> EvalResult:
     """Exact-match accuracy and character error rate of ``model`` on labelled images.
 
     Args:
         images: uint8 (N, H, W), preprocessed as in training.
         references: N label strings; characters outside ``charset`` cannot be
             predicted and so count as errors.
+        decoder, beam_width, label_length: as for :func:`predict`.
 
     Raises:
-        ValueError: if the number of images and references differ, or N is 0.
+        ValueError: if the number of images and references differ, or N is 0,
+            or the decoder arguments are bad.
     """
     if len(images) != len(references):
         raise ValueError(f"{len(images)} images but {len(references)} labels")
-    predictions = predict(model, images, charset, batch_size)
+    predictions = predict(model, images, charset, batch_size, decoder, beam_width, label_length)
     return EvalResult(exact_match(predictions, references), character_error_rate(predictions, references),
                       predictions, list(references))
 
