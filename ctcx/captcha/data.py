@@ -115,6 +115,7 @@ def _draw_forever(out: "multiprocessing.Queue", stop: "multiprocessing.synchroni
     """Worker process body: draw chunks into ``out`` until ``stop`` is set or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     torch.set_num_threads(1)
+    out.cancel_join_thread()  # on exit, drop what the parent will never read instead of hanging
     rng = random.Random(f"{seed[0]}/{seed[1]}")
     parent = multiprocessing.parent_process()
 
