@@ -305,7 +305,7 @@ inline void log_alpha_step(const acc_t* prev, acc_t* cur, const acc_t* emit_t,
 }
 
 // Loss (and gradient rows) in log space: exact whatever the dynamic range.
-// Also decides infeasible samples (loss inf, NaN or zero gradient rows).
+// An infeasible sample comes back with loss inf and no rows written: the caller fills them.
 template <typename scalar_t, typename target_t, typename acc_t>
 void sample_log_space(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_t>& ws,
                       acc_t* loss) {
