@@ -1,8 +1,13 @@
-"""Train a CRNN captcha reader with ctcx.CTCLoss, or score a checkpoint on a folder.
+"""Train a CRNN captcha reader with ctcx's CTC loss; evaluate, predict, export.
 
-    python examples/train_captcha.py                    # train (about 12 min on 2 CPU cores)
-    python examples/train_captcha.py --eval-dir DIR     # score runs/captcha/crnn.pt on DIR
-    python examples/train_captcha.py --help             # every option
+    python examples/train_captcha.py                        # train on drawn 0-9A-Z x4 (CPU default)
+    python examples/train_captcha.py --resume               # continue an interrupted run
+    python examples/train_captcha.py eval DIR...            # score runs/captcha/checkpoint.pt on folders
+    python examples/train_captcha.py predict PATH...        # read images (labels + per-character probabilities)
+    python examples/train_captcha.py export -o crnn.onnx    # ONNX, checked against onnxruntime
+    python examples/train_captcha.py generate DIR --count N # draw a labelled folder
+    torchrun --nproc_per_node=2 examples/train_captcha.py   # DistributedDataParallel
+    python examples/train_captcha.py COMMAND --help         # every option
 
 The trainer itself lives in ctcx.captcha (importable and tested); this file is its front door.
 """

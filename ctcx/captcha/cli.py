@@ -1,22 +1,27 @@
-"""Command line of the captcha trainer: flags map onto :class:`TrainConfig`.
+"""Command line of the captcha trainer (``examples/train_captcha.py``).
 
-    python examples/train_captcha.py                      # train, evaluate, save
-    python examples/train_captcha.py --eval-dir DIR       # score a checkpoint on LABEL_*.png files
+    train_captcha.py [train] [options]          train (the default command); --resume continues a run
+    train_captcha.py eval DIR... -c CKPT        score a checkpoint on labelled folders
+    train_captcha.py predict PATH... -c CKPT    read image files or folders
+    train_captcha.py export -c CKPT -o M.onnx   ONNX export, checked against onnxruntime
+    train_captcha.py generate DIR --count N     draw a labelled folder of captchas
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
-from .config import TrainConfig
-from .data import load_folder
-from .train import DECODERS, evaluate, load_checkpoint, resolve_device, train
+from .config import DECODERS, TrainConfig
+from .labels import CHARSETS, parse_length_range
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
 
+COMMANDS = ("train", "eval", "predict", "export", "generate")
 _DEFAULTS = TrainConfig()
+_DEFAULT_CHECKPOINT = str(Path(_DEFAULTS.out_dir) / "checkpoint.pt")
 
 
 def _channels(text: str) -> tuple:
@@ -26,137 +31,346 @@ def _channels(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 16,48,96,128, got {text!r}")
 
 
-def _option(group, flag: str, help: str, **kwargs) -> None:
-    """Add ``flag`` to ``group``; options with a value show their default in --help."""
-    if kwargs.get("action") != "store_true" and kwargs.get("default") is not None:
+def _length(text: str) -> tuple:
+    try:
+        return parse_length_range(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err))
+
+
+def _size(text: str) -> tuple:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+        if width > 0 and height > 0:
+            return width, height
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 160x60, got {text!r}")
+
+
+def _option(group, *flags: str, help: str, **kwargs) -> None:
+    """Add an option; options with a value show their default in --help."""
+    if kwargs.get("action") not in ("store_true", "append") and kwargs.get("default") not in (None, ""):
         help += " (default: %(default)s)"
-    group.add_argument(flag, help=help, **kwargs)
+    group.add_argument(*flags, help=help, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser; every option's default comes from :class:`TrainConfig`."""
+def _decode_options(group) -> None:
+    _option(group, "--decode", default="greedy", choices=DECODERS + ("all",),
+            help="greedy best path, prefix beam search, beam search constrained to the label lengths "
+                 "seen in training, or all three")
+    _option(group, "--beam-width", type=int, default=_DEFAULTS.beam_width, help="beams kept per frame")
+
+
+def _draw_options(group) -> None:
     d = _DEFAULTS
-    p = argparse.ArgumentParser(
-        prog="train_captcha.py",
-        description="Train a CRNN (conv stack, bidirectional GRU, linear) with ctcx.CTCLoss on captchas "
-                    "drawn on the fly by captcha.image.ImageCaptcha, evaluate it on held-out drawn "
-                    "captchas, save a self-describing checkpoint and print its exact-match accuracy. "
-                    "With --eval-dir, score an existing checkpoint on a folder of images instead.",
-    )
-    run = p.add_argument_group("what to do")
-    _option(run, "--eval-dir", metavar="DIR",
-            help="do not train: score --checkpoint on the images in DIR, named LABEL_anything.png "
-                 "(label = file name before the last underscore); prints exact-match accuracy and "
-                 "character error rate")
-    _option(run, "--decode", default="greedy", choices=DECODERS + ("all",),
-            help="how --eval-dir reads labels: greedy best path, prefix beam search, beam search "
-                 "constrained to --label-length characters (the checkpoint's), or all three")
-    _option(run, "--beam-width", type=int, default=10, help="beams kept per frame by beam decoding")
-    _option(run, "--checkpoint", default=d.checkpoint, metavar="PATH",
-            help="checkpoint that training writes and --eval-dir reads")
-    _option(run, "--overwrite", action="store_true",
-            help="let training replace an existing --checkpoint (otherwise it refuses to start)")
+    _option(group, "--charset", default="",
+            help=f"a preset ({', '.join(CHARSETS)}) or the characters themselves; default 0-9A-Z for "
+                 f"drawn captchas, inferred from the training labels for --data-dir")
+    _option(group, "--length", type=_length, default=f"{d.min_length}",
+            help="characters per drawn captcha: N or MIN-MAX such as 4-6")
+    _option(group, "--image-size", type=_size, default=f"{d.image_width}x{d.image_height}",
+            help="size of the drawn captchas, WIDTHxHEIGHT pixels")
+    _option(group, "--font", dest="fonts", action="append", default=[], metavar="TTF",
+            help="a TrueType font to draw with (repeat for several; default: the captcha library's)")
+    _option(group, "--font-size", dest="font_sizes", action="append", type=int, default=[], metavar="PT",
+            help="a font size to draw with (repeat for several; default: the captcha library's)")
+    _option(group, "--seed", type=int, default=d.seed,
+            help="seeds weights, batch order, split and the drawn captchas (labels and images)")
+
+
+def _train_parser(p: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    run = p.add_argument_group("run")
+    _option(run, "--out", dest="out_dir", default=d.out_dir, metavar="DIR",
+            help="where checkpoint.pt, log.csv and curves.png go")
+    _option(run, "--resume", action="store_true",
+            help="continue the run in --out from its checkpoint (all other settings come from it, "
+                 "except --device, --threads and --workers)")
+    _option(run, "--overwrite", action="store_true", help="start afresh even if --out holds a checkpoint")
     _option(run, "--device", default=d.device, choices=("auto", "cpu", "cuda"),
             help="auto = CUDA when available, else CPU")
-    _option(run, "--threads", type=int, default=d.threads,
-            help="torch CPU threads for training, 0 = torch's default")
+    _option(run, "--threads", type=int, default=d.threads, help="torch CPU threads, 0 = torch's default")
     _option(run, "--no-progress", action="store_true", help="hide the progress bars")
 
-    data = p.add_argument_group("data (training)")
-    _option(data, "--charset", default=d.charset, help="characters the labels are drawn from")
-    _option(data, "--label-length", type=int, default=d.label_length, help="characters per captcha")
-    _option(data, "--image-width", type=int, default=d.image_width, help="drawn image width, pixels")
-    _option(data, "--image-height", type=int, default=d.image_height, help="drawn image height, pixels")
+    data = p.add_argument_group("data")
+    _draw_options(data)
+    _option(data, "--data-dir", default="", metavar="DIR",
+            help="train on this folder (LABEL_anything.ext, LABEL.ext or labels.tsv/txt) instead of drawing")
+    _option(data, "--val-dir", default="", metavar="DIR",
+            help="validation folder for --data-dir (default: a seeded --val-split of --data-dir)")
+    _option(data, "--val-split", type=float, default=d.val_split,
+            help="fraction of --data-dir held out for validation when there is no --val-dir")
+    _option(data, "--augment", action="store_true",
+            help="distort training images (small affine, blur, noise); off by default")
     _option(data, "--input-height", type=int, default=d.input_height,
-            help="model input height after grayscale + resize, pixels, a multiple of 16")
+            help="model input height in pixels, a multiple of 16")
     _option(data, "--input-width", type=int, default=d.input_width,
-            help="model input width, pixels, a multiple of 4 (one CTC frame per 4 columns)")
+            help="model input width in pixels (multiple of 4); 0 keeps each image's aspect ratio")
+    _option(data, "--rgb", dest="channels", action="store_const", const=3, default=1,
+            help="feed RGB instead of grayscale")
     _option(data, "--pool-size", type=int, default=d.pool_size,
-            help="drawn images kept in memory and sampled into batches")
+            help="drawn captchas kept in memory and sampled into batches; 0 = every batch freshly drawn")
     _option(data, "--fresh-per-step", type=int, default=d.fresh_per_step,
-            help="at most this many freshly drawn images replace the oldest in the pool per step")
-    _option(data, "--workers", type=int, default=d.workers, help="processes drawing captchas")
-    _option(data, "--eval-size", type=int, default=d.eval_size,
-            help="held-out drawn captchas (never trained on) scored at the end")
+            help="freshly drawn captchas replacing the oldest in the pool each step")
+    _option(data, "--workers", type=int, default=d.workers, help="DataLoader processes drawing or reading images")
+    _option(data, "--eval-size", type=int, default=d.eval_size, help="validation captchas drawn (drawn data)")
     _option(data, "--eval-every", type=int, default=d.eval_every,
-            help="also score the held-out set every this many steps, 0 = only at the end")
-    _option(data, "--seed", type=int, default=d.seed,
-            help="seeds weights, batch sampling and labels (captcha 0.7.1 draws images from the "
-                 "secrets module, so images are never reproducible)")
+            help="score the validation set every this many steps (0 = only at the end)")
 
-    model = p.add_argument_group("model and optimisation (training)")
-    _option(model, "--conv-channels", type=_channels, default=",".join(map(str, d.conv_channels)),
-            metavar="C1,C2,C3,C4", help="output channels of the four conv blocks")
-    _option(model, "--rnn-hidden", type=int, default=d.rnn_hidden,
-            help="bidirectional GRU hidden size per direction")
+    model = p.add_argument_group("model and optimisation")
+    _option(model, "--preset", default=d.preset, choices=("tiny", "small", "base"),
+            help="model size: tiny (CPU), small, base (GPU)")
+    _option(model, "--conv-channels", type=_channels, default=None, metavar="C1,C2,C3,C4",
+            help="override the preset's conv widths")
+    _option(model, "--rnn-hidden", type=int, default=None, help="override the preset's GRU size per direction")
+    _option(model, "--rnn-layers", type=int, default=None, help="override the preset's GRU layers")
+    _option(model, "--dropout", type=float, default=d.dropout, help="dropout between GRU layers and before the classifier")
     _option(model, "--steps", type=int, default=d.steps, help="optimizer steps")
-    _option(model, "--batch-size", type=int, default=d.batch_size, help="images per step")
-    _option(model, "--lr", type=float, default=d.lr, help="peak learning rate of the one-cycle schedule")
+    _option(model, "--batch-size", type=int, default=d.batch_size, help="images per step (per process under torchrun)")
+    _option(model, "--lr", type=float, default=d.lr, help="peak learning rate")
     _option(model, "--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    _option(model, "--schedule", default=d.schedule, choices=("onecycle", "cosine"),
+            help="learning-rate schedule: one-cycle, or linear warm-up then cosine decay")
+    _option(model, "--warmup", type=float, default=d.warmup, help="fraction of steps warming up")
+    _option(model, "--clip-grad", type=float, default=d.clip_grad, help="gradient-norm clip, 0 = off")
+    _option(model, "--amp", default=d.amp, choices=("auto", "off", "bf16", "fp16"),
+            help="autocast: auto = bf16 on a GPU that has it, off on CPU")
+    _option(model, "--save-every", type=int, default=d.save_every, help="checkpoint every this many steps")
+    _decode_options(model)
+
+
+def build_parser(command: str = "train") -> argparse.ArgumentParser:
+    """The argparse parser of one command (see :data:`COMMANDS`)."""
+    prog = "train_captcha.py" + ("" if command == "train" else f" {command}")
+    checkpoint = dict(default=_DEFAULT_CHECKPOINT, metavar="CKPT", help="a checkpoint written by training")
+    if command == "train":
+        p = argparse.ArgumentParser(
+            prog=prog, epilog=f"other commands: {', '.join(COMMANDS[1:])} (see train_captcha.py COMMAND --help)",
+            description="Train a CRNN with ctcx's CTC loss on captchas drawn on the fly (or a folder), "
+                        "evaluate it on the whole validation set, and write a resumable checkpoint, a CSV "
+                        "log and a PNG of the curves. Under torchrun, trains with DistributedDataParallel.")
+        _train_parser(p)
+    elif command == "eval":
+        p = argparse.ArgumentParser(prog=prog, description="Score a checkpoint on labelled folders: exact "
+                                    "match, exact match ignoring case, character error rate.")
+        p.add_argument("dirs", nargs="+", metavar="DIR", help="folders as for --data-dir")
+        _option(p, "-c", "--checkpoint", **checkpoint)
+        _decode_options(p)
+    elif command == "predict":
+        p = argparse.ArgumentParser(prog=prog, description="Read images; prints path, label, confidence and "
+                                    "per-character probabilities, tab-separated.")
+        p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+        _option(p, "-c", "--checkpoint", **checkpoint)
+        _option(p, "-o", "--output", default="", metavar="FILE", help="write the table here (atomically)")
+        _decode_options(p)
+    elif command == "export":
+        p = argparse.ArgumentParser(prog=prog, description="Export a checkpoint to ONNX (dynamic batch and "
+                                    "width, charset and preprocessing in the metadata) and check it "
+                                    "against onnxruntime: same readings, logits within 1e-4.")
+        _option(p, "-c", "--checkpoint", **checkpoint)
+        _option(p, "-o", "--output", default="runs/captcha/crnn.onnx", metavar="FILE", help="the .onnx file")
+        _option(p, "--check-dir", default="", metavar="DIR",
+                help="check on these images (default: 64 captchas drawn as in training)")
+        _option(p, "--opset", type=int, default=17, help="ONNX opset")
+    else:
+        p = argparse.ArgumentParser(prog=prog, description="Draw captchas into a new folder as LABEL_INDEX.png "
+                                    "(or INDEX.png plus labels.tsv), e.g. to try folder training.")
+        p.add_argument("dir", metavar="DIR", help="the folder to create (must not exist or be empty)")
+        _option(p, "--count", type=int, default=1000, help="images to draw")
+        _option(p, "--labels-file", action="store_true", help="name files INDEX.png and list labels in labels.tsv")
+        _option(p, "--workers", type=int, default=2, help="processes drawing")
+        _draw_options(p)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig that parsed flags describe.
+    """The TrainConfig that parsed ``train`` flags describe.
 
     Raises:
         ValueError: if a value is out of range (from TrainConfig).
     """
-    names = ("charset", "label_length", "image_width", "image_height", "input_height", "input_width",
-             "conv_channels", "rnn_hidden", "steps", "batch_size", "lr", "weight_decay", "pool_size",
-             "fresh_per_step", "workers", "eval_size", "eval_every", "seed", "device", "threads",
-             "checkpoint")
-    return TrainConfig(**{name: getattr(args, name) for name in names})
+    names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "input_height",
+             "input_width", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers", "dropout",
+             "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp",
+             "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",
+             "seed", "device", "threads", "out_dir")
+    values = {name: getattr(args, name) for name in names}
+    length = args.length if isinstance(args.length, tuple) else parse_length_range(args.length)
+    size = args.image_size if isinstance(args.image_size, tuple) else _size(args.image_size)
+    return TrainConfig(**values, min_length=length[0], max_length=length[1], image_width=size[0],
+                       image_height=size[1], decoders=DECODERS if args.decode == "all" else (args.decode,))
 
 
-def _evaluate_dir(args: argparse.Namespace) -> None:
-    model, config, _ = load_checkpoint(args.checkpoint, resolve_device(args.device))
-    images, labels, paths = load_folder(args.eval_dir, config.input_height, config.input_width)
-    outside = [(label, path) for label, path in zip(labels, paths) if set(label) - set(config.charset)]
-    if outside:
-        label, path = outside[0]
-        print(f"warning: {len(outside)} of {len(labels)} labels have characters outside the checkpoint's "
-              f"charset {config.charset!r} (first: {label!r} in {path.name}); they count as errors",
-              file=sys.stderr)
-    for decoder in DECODERS if args.decode == "all" else (args.decode,):
-        result = evaluate(model, images, labels, config.charset, decoder=decoder,
-                          beam_width=args.beam_width, label_length=config.label_length)
-        how = {"greedy": "greedy", "beam": f"beam search (beam {args.beam_width})",
-               "constrained": f"beam search, length {config.label_length} (beam {args.beam_width})"}[decoder]
-        print(f"{args.eval_dir}: {result.count} images, {how}: exact-match accuracy "
-              f"{result.accuracy:.2%}, character error rate {result.cer:.2%}")
+def _decoders(args) -> tuple:
+    return DECODERS if args.decode == "all" else (args.decode,)
+
+
+def _describe(decoder: str, beam_width: int, config: TrainConfig) -> str:
+    lengths = f"{config.min_length}" if config.min_length == config.max_length \
+        else f"{config.min_length}-{config.max_length}"
+    return {"greedy": "greedy", "beam": f"beam {beam_width}",
+            "constrained": f"beam {beam_width}, length {lengths}"}[decoder]
+
+
+def _print_scores(where: str, config: TrainConfig, results: dict, beam_width: int) -> None:
+    for decoder, r in results.items():
+        print(f"{where}: {r.count} images, {_describe(decoder, beam_width, config)}: exact match "
+              f"{r.accuracy:.2%}, ignoring case {r.accuracy_ci:.2%}, character error rate {r.cer:.2%}")
 
 
 def _train(args: argparse.Namespace) -> None:
+    from .train import train
+
     config = config_from_args(args)
-    result = train(config, overwrite=args.overwrite, progress=not args.no_progress)
+    result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if result.evaluations:
+        _print_scores("validation", result.config, result.evaluations, result.config.beam_width)
     minutes, seconds = divmod(round(result.seconds), 60)
-    if result.evaluation.count:
-        print(f"held-out accuracy on {result.evaluation.count} drawn captchas: "
-              f"{result.evaluation.accuracy:.2%} exact match, character error rate {result.evaluation.cer:.2%}")
+    print(f"checkpoint: {result.checkpoint} ({minutes} min {seconds} s); log.csv and curves.png beside it")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate
+    from .folder import FolderImages, read_folder
+    from .train import resolve_device
+
+    model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    for directory in args.dirs:
+        items = read_folder(directory)
+        outside = [(p, label) for p, label in items if set(label) - set(config.charset)]
+        if outside:
+            print(f"warning: {len(outside)} of {len(items)} labels in {directory} have characters outside the "
+                  f"checkpoint's charset {config.charset!r} (first: {outside[0][1]!r} in {outside[0][0].name}); "
+                  f"they count as errors", file=sys.stderr)
+        dataset = FolderImages(items, config.input_height, config.channels, config.input_width)
+        images = [dataset[i][0] for i in range(len(dataset))]
+        labels = [label for _, label in items]
+        results = {d: evaluate(model, images, labels, config.charset, d, args.beam_width, config.min_length,
+                               config.max_length) for d in _decoders(args)}
+        _print_scores(directory, config, results, args.beam_width)
+
+
+def _image_paths(paths: List[str]) -> List[Path]:
+    from .folder import IMAGE_SUFFIXES
+
+    out = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise ValueError(f"no images in {path}")
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or directory: {path}")
+    return out
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .checkpoint import atomic_write, load_checkpoint
+    from .evaluate import predict
+    from .folder import load_image
+    from .images import preprocess
+    from .train import resolve_device
+
+    model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    paths = _image_paths(args.paths)
+    images = [preprocess(load_image(p), config.input_height, config.channels, config.input_width) for p in paths]
+    readings = predict(model, images, config.charset, args.decode, args.beam_width, config.min_length,
+                       config.max_length)
+    lines = ["path\tlabel\tconfidence\tchar_probs"] + [
+        f"{p}\t{r.text}\t{r.confidence:.4f}\t{' '.join(f'{q:.4f}' for q in r.char_probs)}"
+        for p, r in zip(paths, readings)]
+    if args.output:
+        atomic_write(args.output, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+        print(f"{len(readings)} readings written to {args.output}")
     else:
-        print("no held-out evaluation (--eval-size 0)")
-    print(f"checkpoint: {result.checkpoint} ({minutes} min {seconds} s)")
+        print("\n".join(lines))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from .checkpoint import load_checkpoint
+    from .export import check_onnx, export_onnx
+
+    model, config, _ = load_checkpoint(args.checkpoint, "cpu")
+    if args.check_dir:
+        from .folder import FolderImages, read_folder
+        dataset = FolderImages(read_folder(args.check_dir), config.input_height, config.channels,
+                               config.input_width)
+        images = [dataset[i][0] for i in range(len(dataset))]
+    else:
+        from .drawn import DrawnCaptchas, DrawSpec
+        spec = DrawSpec(config.charset, config.min_length, config.max_length,
+                        (config.image_width, config.image_height), config.fonts, config.font_sizes)
+        dataset = DrawnCaptchas(spec, config.seed, "export-check", config.input_height, config.channels,
+                                config.input_width)
+        images = [dataset[i][0] for i in range(64)]
+    path = export_onnx(model, config, args.output, args.opset)
+    worst, count = check_onnx(path, model, config.charset, images)
+    print(f"{path}: onnxruntime matches torch on {count} images (same greedy readings, largest logit "
+          f"difference {worst:.2g})")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from torch.utils.data import DataLoader
+
+    from .checkpoint import atomic_write
+    from .drawn import DrawSpec, draw_captcha
+    from .labels import resolve_charset
+
+    directory = Path(args.dir)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise FileExistsError(f"{directory} exists and is not an empty folder; choose a new one")
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    length = args.length if isinstance(args.length, tuple) else parse_length_range(args.length)
+    size = args.image_size if isinstance(args.image_size, tuple) else _size(args.image_size)
+    spec = DrawSpec(resolve_charset(args.charset or "0-9A-Z"), length[0], length[1], size,
+                    tuple(args.fonts), tuple(args.font_sizes))
+    directory.mkdir(parents=True, exist_ok=True)
+    digits = len(str(args.count - 1))
+
+    def write(index: int) -> str:
+        image, label = draw_captcha(spec, args.seed, "generate", index)
+        name = f"{index:0{digits}d}.png" if args.labels_file else f"{label}_{index:0{digits}d}.png"
+        atomic_write(directory / name, lambda tmp: image.save(tmp, format="PNG"))
+        return f"{name}\t{label}"
+
+    lines = []
+    for chunk in DataLoader(range(args.count), batch_size=50, num_workers=args.workers,
+                            collate_fn=lambda indices: [write(i) for i in indices]):
+        lines += chunk
+    if args.labels_file:
+        atomic_write(directory / "labels.tsv", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    print(f"{args.count} captchas written to {directory}")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
     Bad input (missing or empty folder, unreadable checkpoint, out-of-range
-    flag, existing checkpoint without --overwrite) prints one error line and
-    returns 2.
+    flag, existing checkpoint without --resume/--overwrite) prints one error
+    line and returns 2; an interrupted training run saves a checkpoint and
+    returns 130.
     """
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "train"
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    run = {"train": _train, "eval": _eval, "predict": _predict, "export": _export, "generate": _generate}[command]
     try:
-        if args.eval_dir is not None:
-            _evaluate_dir(args)
-        else:
-            _train(args)
+        run(args)
     except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
+    except AssertionError as err:  # an export that onnxruntime does not reproduce
+        print(f"{parser.prog}: check failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted after {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return 130

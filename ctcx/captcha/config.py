@@ -1,24 +1,32 @@
 """The one object that describes a captcha training run.
 
-:class:`TrainConfig` holds everything a run depends on: the charset, the
-drawing and preprocessing sizes, the model shape, the optimisation schedule
-and where the checkpoint goes. The command line maps its flags onto it and
-every checkpoint stores it as a plain dict, so a checkpoint alone is enough to
-rebuild the model and preprocess images exactly as in training.
+:class:`TrainConfig` holds everything a run depends on: where the data comes
+from (drawn captchas or a folder), preprocessing, the model, the
+optimisation, evaluation and where outputs go. The command line maps its
+flags onto it and every checkpoint stores it as a plain dict, so a checkpoint
+alone is enough to rebuild the model, preprocess images exactly as in
+training, and resume the run.
 """
 from __future__ import annotations
 
 import dataclasses
-import string
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-__all__ = ["CHARSET_36", "TrainConfig"]
+from .images import output_width
+from .labels import resolve_charset
+from .model import PRESETS
 
-CHARSET_36 = string.digits + string.ascii_uppercase
-"""``0-9A-Z``: the 36 characters of the captcha-36x4 set."""
+__all__ = ["AMP_MODES", "SCHEDULES", "DECODERS", "TrainConfig"]
 
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+SCHEDULES = ("onecycle", "cosine")
+DECODERS = ("greedy", "beam", "constrained")
 _DEVICES = ("auto", "cpu", "cuda")
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= low
 
 
 @dataclass
@@ -27,77 +35,132 @@ class TrainConfig:
 
     Class indices: 0 is the CTC blank, ``charset[i]`` is class ``i + 1``.
 
+    Data: captchas drawn by ``captcha.image.ImageCaptcha`` unless
+    ``data_dir`` names a folder (see :mod:`ctcx.captcha.folder`). ``charset``
+    is a preset name (:data:`~ctcx.captcha.labels.CHARSETS`) or the characters
+    themselves; empty means ``0-9A-Z`` for drawn data and "inferred from the
+    training labels" for a folder. Labels have ``min_length``..``max_length``
+    characters (drawn data).
+
+    Model: ``preset`` picks conv widths, GRU size and layers
+    (:data:`~ctcx.captcha.model.PRESETS`); the fields left None take it.
+
     Raises:
         ValueError: from ``__post_init__`` when a value is out of range (the
             message names the field and the value).
     """
 
-    # what is drawn (captcha.image.ImageCaptcha)
-    charset: str = CHARSET_36
-    label_length: int = 4
+    # data
+    charset: str = ""
+    min_length: int = 4
+    max_length: int = 4
     image_width: int = 160
     image_height: int = 60
-    # preprocessing shared by training and evaluation: grayscale, resized to this (pixels)
+    fonts: Tuple[str, ...] = ()
+    font_sizes: Tuple[int, ...] = ()
+    data_dir: str = ""
+    val_dir: str = ""
+    val_split: float = 0.1
+    augment: bool = False
+    # preprocessing: height fixed, width kept in proportion (input_width 0) or fixed
     input_height: int = 32
-    input_width: int = 96
-    # model: conv stack widths, bidirectional GRU hidden size (per direction)
-    conv_channels: Tuple[int, ...] = (16, 48, 96, 128)
-    rnn_hidden: int = 96
-    # optimisation: AdamW with a one-cycle learning-rate schedule
+    input_width: int = 0
+    channels: int = 1
+    # model
+    preset: str = "tiny"
+    conv_channels: Optional[Tuple[int, ...]] = None
+    rnn_hidden: Optional[int] = None
+    rnn_layers: Optional[int] = None
+    dropout: float = 0.0
+    # optimisation
     steps: int = 5500
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-2
-    # data: a pool of drawn images that worker processes keep refreshing
+    schedule: str = "onecycle"
+    warmup: float = 0.15
+    clip_grad: float = 5.0
+    amp: str = "auto"
+    # data pipeline: a pool of drawn images refreshed by DataLoader workers (0 = fresh batches)
     pool_size: int = 40000
     fresh_per_step: int = 4
     workers: int = 2
+    # evaluation, logging, checkpoints
     eval_size: int = 2000
     eval_every: int = 1000
+    save_every: int = 500
+    log_every: int = 20
+    decoders: Tuple[str, ...] = ("greedy",)
+    beam_width: int = 10
     seed: int = 0
-    # where and how
     device: str = "auto"
     threads: int = 0
-    checkpoint: str = "runs/captcha/crnn.pt"
+    out_dir: str = "runs/captcha"
 
     def __post_init__(self) -> None:
+        self.fonts = tuple(self.fonts)
+        self.font_sizes = tuple(self.font_sizes)
+        self.decoders = tuple(self.decoders)
+        if self.charset or not self.data_dir:
+            self.charset = resolve_charset(self.charset or "0-9A-Z")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {self.preset!r}")
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         self.conv_channels = tuple(self.conv_channels)
-        if not self.charset or len(set(self.charset)) != len(self.charset):
-            raise ValueError(f"charset must be non-empty without repeats, got {self.charset!r}")
-        positive = ("label_length", "image_width", "image_height", "input_height", "input_width",
-                    "rnn_hidden", "steps", "batch_size", "pool_size", "workers")
+        positive = ("min_length", "max_length", "image_width", "image_height", "input_height",
+                    "rnn_hidden", "rnn_layers", "steps", "batch_size", "beam_width", "log_every")
         for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("fresh_per_step", "eval_size", "eval_every", "threads", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        if len(self.conv_channels) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
-                                               for c in self.conv_channels):
+            if not _is_int(getattr(self, name), 1):
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("input_width", "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every",
+                     "save_every", "threads", "seed"):
+            if not _is_int(getattr(self, name), 0):
+                raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length ({self.min_length}) exceeds max_length ({self.max_length})")
+        if len(self.conv_channels) != 4 or not all(_is_int(c, 1) for c in self.conv_channels):
             raise ValueError(f"conv_channels must be four positive ints, got {self.conv_channels!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels!r}")
         if self.input_height % 16:
             raise ValueError(f"input_height must be a multiple of 16 (the conv stack halves it "
                              f"four times), got {self.input_height}")
         if self.input_width % 4:
-            raise ValueError(f"input_width must be a multiple of 4 (the conv stack halves it "
-                             f"twice), got {self.input_width}")
-        if self.input_width // 4 < 2 * self.label_length:
-            raise ValueError(f"input_width = {self.input_width} gives {self.input_width // 4} "
-                             f"frames, too few for labels of {self.label_length} characters "
-                             f"(CTC needs up to 2 * length frames); use at least "
-                             f"{8 * self.label_length}")
-        if not self.lr > 0 or not self.weight_decay >= 0:
-            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr!r}, "
-                             f"weight_decay={self.weight_decay!r}")
-        if self.device not in _DEVICES:
-            raise ValueError(f"device must be one of {_DEVICES}, got {self.device!r}")
+            raise ValueError(f"input_width must be 0 (keep the aspect ratio) or a multiple of 4, "
+                             f"got {self.input_width}")
+        if not self.data_dir:
+            frames = output_width((self.image_width, self.image_height), self.input_height,
+                                  self.input_width) // 4
+            if frames < 2 * self.max_length - 1:
+                raise ValueError(f"drawn {self.image_width}x{self.image_height} images give {frames} CTC "
+                                 f"frames at input height {self.input_height}, too few for labels of "
+                                 f"{self.max_length} characters (up to {2 * self.max_length - 1} frames "
+                                 f"with repeats): draw wider images or raise input_height")
+        if not (self.lr > 0 and self.weight_decay >= 0 and self.clip_grad >= 0 and 0 <= self.dropout < 1
+                and 0 <= self.warmup < 1 and 0 < self.val_split < 1):
+            raise ValueError(f"need lr > 0, weight_decay >= 0, clip_grad >= 0 (0 = off), 0 <= dropout < 1, "
+                             f"0 <= warmup < 1, 0 < val_split < 1; got lr={self.lr!r}, "
+                             f"weight_decay={self.weight_decay!r}, clip_grad={self.clip_grad!r}, "
+                             f"dropout={self.dropout!r}, warmup={self.warmup!r}, val_split={self.val_split!r}")
+        for name, value, allowed in (("amp", self.amp, AMP_MODES), ("schedule", self.schedule, SCHEDULES),
+                                     ("device", self.device, _DEVICES)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        bad = [d for d in self.decoders if d not in DECODERS]
+        if bad or not self.decoders:
+            raise ValueError(f"decoders must be a non-empty subset of {DECODERS}, got {self.decoders!r}")
+        if self.pool_size and self.pool_size < self.batch_size and not self.data_dir:
+            raise ValueError(f"pool_size ({self.pool_size}) must be 0 or at least batch_size ({self.batch_size})")
+        if self.val_dir and not self.data_dir:
+            raise ValueError("val_dir needs data_dir (validation of drawn data is drawn too)")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain dict of builtins (tuples as lists), loadable with ``torch.load(weights_only=True)``."""
         out = dataclasses.asdict(self)
-        out["conv_channels"] = list(self.conv_channels)
+        for name in ("fonts", "font_sizes", "conv_channels", "decoders"):
+            out[name] = list(out[name])
         return out
 
     @classmethod
@@ -118,4 +181,9 @@ class TrainConfig:
     def num_classes(self) -> int:
         """Model outputs per frame: the blank plus one per charset character."""
         return len(self.charset) + 1
+
+    @property
+    def drawn(self) -> bool:
+        """True when training data is drawn on the fly (no ``data_dir``)."""
+        return not self.data_dir
 

@@ -1,289 +1,466 @@
-"""Train a CRNN on drawn captchas with ``ctcx.CTCLoss``; evaluate; save and load checkpoints."""
+"""Training: data, the loop (AMP, DDP, periodic evaluation), checkpoints, resume.
+
+One process trains by default; under ``torchrun --nproc_per_node=N`` every
+process trains a DistributedDataParallel replica on its own share of the
+data stream (gloo on CPU, nccl on GPU) and only rank 0 evaluates and writes
+files. The loss is ``ctcx.ctc_loss_with_logits`` on the model's logits in
+the dtype autocast gives them (bf16 with ``amp="bf16"``).
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import ctcx
 
+from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import CaptchaPool, decode_label, to_model_input
-from .metrics import character_error_rate, exact_match
-from .model import CRNN, build_model
+from .curves import plot_curves, write_csv
+from .drawn import DrawnCaptchas, DrawSpec
+from .evaluate import EvalResult, evaluate
+from .folder import FolderImages, read_folder, split_items
+from .images import to_model_input
+from .labels import infer_charset
+from .model import CRNN, build_model, count_parameters
+from .stream import BatchStream
 
-__all__ = [
-    "CHECKPOINT_FORMAT", "DECODERS", "EvalResult", "TrainResult", "resolve_device", "predict", "evaluate",
-    "save_checkpoint", "load_checkpoint", "train",
-]
+__all__ = ["TrainResult", "resolve_device", "amp_dtype", "load_data", "train", "CHECKPOINT_NAME"]
 
-CHECKPOINT_FORMAT = "ctcx.captcha.crnn/1"
-_LOG_EVERY = 20  # steps between loss readings (each one syncs with the device)
-
-
-@dataclass
-class EvalResult:
-    """Scores of one evaluation: ``accuracy`` (exact match) and ``cer`` are fractions."""
-
-    accuracy: float
-    cer: float
-    predictions: List[str]
-    references: List[str]
-
-    @property
-    def count(self) -> int:
-        return len(self.references)
+CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the trained model (eval mode) and how it got there."""
+    """What :func:`train` returns: the model (eval mode), its final scores and where things went."""
 
     model: CRNN
     config: TrainConfig
-    evaluation: EvalResult
+    evaluations: Dict[str, EvalResult]
     checkpoint: Path
     seconds: float
     history: List[Dict[str, float]] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cpu"`` / ``"cuda"`` as given.
+
+    Under DDP on CUDA, process ``local_rank`` gets GPU ``local_rank``.
 
     Raises:
         ValueError: if ``name`` is ``"cuda"`` and CUDA is not available.
     """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
-DECODERS = ("greedy", "beam", "constrained")
-"""Ways to read labels off the CTC output: best path (:func:`ctcx.greedy_decode`),
-prefix beam search (:func:`ctcx.beam_search`), and beam search constrained to
-labels of exactly ``label_length`` characters."""
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of an ``amp`` mode on ``device`` (None = full float32).
+
+    ``"auto"`` is bf16 on a GPU that supports it and off on CPU.
+    """
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-@torch.no_grad()
-def predict(model: CRNN, images: torch.Tensor, charset: str, batch_size: int = 500,
-            decoder: str = "greedy", beam_width: int = 10,
-            label_length: Optional[int] = None) -> List[str]:
-    """Decoded strings for preprocessed uint8 images (N, H, W).
+# ---- data ---------------------------------------------------------------------------------------
 
-    The model is put in eval mode and run on the device of its parameters.
+@dataclass
+class Data:
+    """A run's data: the training dataset (and its epoch size for folders) and the validation set."""
 
-    Args:
-        decoder: one of :data:`DECODERS`. ``"constrained"`` needs ``label_length``.
-        beam_width: beams kept per frame by ``"beam"`` and ``"constrained"``.
+    config: TrainConfig  # with charset and label lengths filled in for folder data
+    train: Any
+    epoch_size: Optional[int]
+    val_images: List[np.ndarray]
+    val_labels: List[str]
+    notes: List[str]
+
+
+def _read_all(dataset, count: int, workers: int, desc: str, progress: bool) -> Tuple[List[np.ndarray], List[str]]:
+    loader = DataLoader(dataset, batch_size=64, sampler=range(count), num_workers=workers,
+                        collate_fn=list, prefetch_factor=4 if workers else None,
+                        generator=torch.Generator())  # leaves the global RNG alone
+    images, labels = [], []
+    with tqdm(total=count, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for chunk in loader:
+            images += [image for image, _ in chunk]
+            labels += [label for _, label in chunk]
+            bar.update(len(chunk))
+    return images, labels
+
+
+def load_data(config: TrainConfig, validation: bool = True, progress: bool = True) -> Data:
+    """Build the training dataset and read the validation set that ``config`` describes.
+
+    Drawn data: training samples come from the ``"train"`` stream of
+    :class:`~ctcx.captcha.drawn.DrawnCaptchas`, ``eval_size`` validation
+    samples from the separate ``"eval"`` stream. A folder: ``val_dir``, or a
+    seeded ``val_split`` of ``data_dir``; the charset is inferred from the
+    training labels unless given, training labels with other characters are
+    left out, and validation labels with unknown characters are kept (they
+    count as errors); both are reported in ``notes``.
 
     Raises:
-        ValueError: for an unknown decoder, or ``"constrained"`` without ``label_length``.
+        FileNotFoundError, NotADirectoryError, ValueError: for missing or
+            unusable folders (see :func:`~ctcx.captcha.folder.read_folder`).
     """
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-    if decoder == "constrained" and not label_length:
-        raise ValueError("the constrained decoder needs label_length")
-    model.eval()
-    device = next(model.parameters()).device
-    out: List[str] = []
-    for start in range(0, len(images), batch_size):
-        log_probs = model(to_model_input(images[start:start + batch_size]).to(device))
-        if decoder == "greedy":
-            out += [decode_label(seq, charset) for seq in ctcx.greedy_decode(log_probs, blank=0)]
-            continue
-        length = label_length if decoder == "constrained" else None
-        beams = ctcx.beam_search(log_probs, beam_width=beam_width, blank=0, min_length=length,
-                                 max_length=length)
-        out += [texts[0] for texts in ctcx.decode_strings(beams.tokens, beams.lengths, charset)]
-    return out
+    size = dict(height=config.input_height, channels=config.channels, width=config.input_width)
+    if config.drawn:
+        spec = DrawSpec(config.charset, config.min_length, config.max_length,
+                        (config.image_width, config.image_height), config.fonts, config.font_sizes)
+        train_set = DrawnCaptchas(spec, config.seed, "train", augment=config.augment, **size)
+        images, labels = [], []
+        if validation and config.eval_size:
+            images, labels = _read_all(DrawnCaptchas(spec, config.seed, "eval", **size), config.eval_size,
+                                       config.workers, "drawing validation captchas", progress)
+        return Data(config, train_set, None, images, labels, [])
+
+    notes = []
+    items = read_folder(config.data_dir)
+    if config.val_dir:
+        train_items, val_items = items, read_folder(config.val_dir)
+    else:
+        train_items, val_items = split_items(items, config.val_split, config.seed)
+        notes.append(f"split {len(items)} images of {config.data_dir} into {len(train_items)} for training "
+                     f"and {len(val_items)} for validation (seed {config.seed}, fraction {config.val_split})")
+    charset = config.charset or infer_charset(label for _, label in train_items)
+    known = set(charset)
+    outside = [(p, label) for p, label in train_items if set(label) - known]
+    if outside:
+        notes.append(f"left out {len(outside)} training images whose labels have characters outside the "
+                     f"charset {charset!r} (first: {outside[0][1]!r} in {outside[0][0]})")
+        train_items = [(p, label) for p, label in train_items if not set(label) - known]
+    if not train_items:
+        raise ValueError(f"no training images left in {config.data_dir}")
+    unknown = [(p, label) for p, label in val_items if set(label) - known]
+    if unknown:
+        notes.append(f"{len(unknown)} of {len(val_items)} validation labels have characters outside the "
+                     f"charset {charset!r} (first: {unknown[0][1]!r} in {unknown[0][0]}); they count as errors")
+    lengths = [len(label) for _, label in train_items]
+    config = dataclasses.replace(config, charset=charset, min_length=min(lengths), max_length=max(lengths))
+    train_set = FolderImages(train_items, augment=config.augment, seed=config.seed, **size)
+    images, labels = [], []
+    if validation and val_items:
+        images, labels = _read_all(FolderImages(val_items, **size), len(val_items), config.workers,
+                                   "reading validation images", progress)
+    return Data(config, train_set, len(train_items), images, labels, notes)
 
 
-def evaluate(model: CRNN, images: torch.Tensor, references: Sequence[str], charset: str,
-             batch_size: int = 500, decoder: str = "greedy", beam_width: int = 10,
-             label_length: Optional[int] = None) -> EvalResult:
-    """Exact-match accuracy and character error rate of ``model`` on labelled images.
+# ---- the loop -----------------------------------------------------------------------------------
+
+class _Processes:
+    """This process's place among torchrun's (one process when not launched by torchrun)."""
+
+    def __init__(self, device_name: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = resolve_device(device_name, self.local_rank)
+        self.started = False
+        if self.world > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.started = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def gather(self, obj: Any) -> List[Any]:
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def any(self, flag: Any) -> bool:
+        if self.world == 1:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t)
+        return bool(t.item())
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t) / self.world
+
+    def close(self) -> None:
+        if self.started:
+            dist.destroy_process_group()
+
+
+class _StopRequest:
+    """Turns the first SIGINT / SIGTERM into a request to stop at the next step boundary.
+
+    ``requested`` is the signal's name once one arrived. A second signal
+    acts as usual (Ctrl-C twice stops at once, without saving).
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = ""
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signal.Signals(signum).name
+        self.restore()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
+                                                   pct_start=max(config.warmup, 1e-3))
+    warm = max(1, round(config.warmup * config.steps))
+    cosine = lambda step: (step + 1) / warm if step < warm else \
+        0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, config.steps - warm)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+
+
+def _rng_state(device: torch.device) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          log: Callable[[str], None] = tqdm.write,
+          on_step: Optional[Callable[[int], None]] = None) -> TrainResult:
+    """Train the CRNN that ``config`` describes; evaluate; write checkpoint, log and curves.
+
+    Outputs in ``config.out_dir``: ``checkpoint.pt`` (every ``save_every``
+    steps, on Ctrl-C, and at the end; see :mod:`ctcx.captcha.checkpoint`),
+    ``log.csv`` (see :data:`~ctcx.captcha.curves.CSV_COLUMNS`) and
+    ``curves.png``.
 
     Args:
-        images: uint8 (N, H, W), preprocessed as in training.
-        references: N label strings; characters outside ``charset`` cannot be
-            predicted and so count as errors.
-        decoder, beam_width, label_length: as for :func:`predict`.
-
-    Raises:
-        ValueError: if the number of images and references differ, or N is 0,
-            or the decoder arguments are bad.
-    """
-    if len(images) != len(references):
-        raise ValueError(f"{len(images)} images but {len(references)} labels")
-    predictions = predict(model, images, charset, batch_size, decoder, beam_width, label_length)
-    return EvalResult(exact_match(predictions, references), character_error_rate(predictions, references),
-                      predictions, list(references))
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file beside ``path``, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # opened like any file: the umask applies
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_checkpoint(path: os.PathLike | str, model: CRNN, config: TrainConfig,
-                    metrics: Optional[Dict[str, float]] = None,
-                    history: Optional[List[Dict[str, float]]] = None) -> None:
-    """Write a self-describing checkpoint atomically (replacing ``path`` if it exists).
-
-    Contents: ``format``, ``state_dict`` (CPU tensors), ``charset``, ``config``
-    (plain dict), ``metrics`` and ``history``: builtins and tensors only, so
-    :func:`load_checkpoint` can use ``torch.load(weights_only=True)``.
-    """
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_save({
-        "format": CHECKPOINT_FORMAT,
-        "state_dict": state,
-        "charset": config.charset,
-        "config": config.to_dict(),
-        "metrics": dict(metrics or {}),
-        "history": list(history or []),
-    }, Path(path))
-
-
-def load_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"
-                    ) -> Tuple[CRNN, TrainConfig, Dict[str, Any]]:
-    """Rebuild the model a checkpoint describes.
-
-    Returns:
-        (model in eval mode on ``device``, its TrainConfig, the raw checkpoint dict).
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a ctcx captcha checkpoint, or its
-            weights do not fit its config.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types, with pages of advice
-        raise ValueError(f"{path} is not a ctcx captcha checkpoint: torch.load(weights_only=True) "
-                         f"failed with {type(err).__name__}") from err
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(f"{path} is not a ctcx captcha checkpoint (format {found!r}, "
-                         f"expected {CHECKPOINT_FORMAT!r})")
-    missing = sorted({"state_dict", "charset", "config"} - set(checkpoint))
-    if missing:
-        raise ValueError(f"{path} lacks the entries {missing}")
-    config = TrainConfig.from_dict(checkpoint["config"])
-    if checkpoint["charset"] != config.charset:
-        raise ValueError(f"{path}: charset {checkpoint['charset']!r} disagrees with its config")
-    model = build_model(config)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the model its config describes: {err}") from err
-    return model.to(device).eval(), config, checkpoint
-
-
-def train(config: TrainConfig, overwrite: bool = False, progress: bool = True,
-          log: Callable[[str], None] = tqdm.write) -> TrainResult:
-    """Train the CRNN that ``config`` describes, evaluate it, save a checkpoint.
-
-    Images come from a :class:`~ctcx.captcha.data.CaptchaPool`; a held-out
-    set of ``config.eval_size`` further drawn images is scored at the end
-    (and every ``config.eval_every`` steps). The checkpoint goes to
-    ``config.checkpoint``.
-
-    Args:
-        overwrite: replace an existing checkpoint file instead of refusing.
+        resume: continue the run in ``config.out_dir`` from its checkpoint:
+            everything comes from the checkpoint except ``device``,
+            ``threads`` and ``workers``, and training continues exactly as if
+            it had never stopped (same batches, same random numbers).
+        overwrite: start afresh even if ``out_dir`` holds a checkpoint.
         progress: show tqdm progress bars.
         log: where one-line status messages go.
+        on_step: called with each finished step number (after any saving).
 
     Returns:
-        TrainResult; its ``history`` holds one dict per logged step: ``step``,
-        ``seconds`` since the start, and ``loss`` (smoothed) and/or
-        ``accuracy`` (held-out exact match).
+        TrainResult; ``evaluations`` maps each of ``config.decoders`` to its
+        final :class:`~ctcx.captcha.evaluate.EvalResult` on the validation set.
 
     Raises:
-        FileExistsError: if the checkpoint exists and ``overwrite`` is False
-            (checked before any work).
+        FileExistsError: if ``out_dir`` holds a checkpoint and neither
+            ``resume`` nor ``overwrite`` is set (checked before any work).
+        FileNotFoundError: if ``resume`` is set and there is no checkpoint.
+        ValueError: if the checkpoint to resume has already finished, or
+            bad data (see :func:`load_data`).
     """
-    checkpoint = Path(config.checkpoint)
-    if checkpoint.exists() and not overwrite:
-        raise FileExistsError(f"{checkpoint} exists; pass overwrite=True (--overwrite) or "
-                              f"choose another checkpoint path")
-    start = time.perf_counter()
-    device = resolve_device(config.device)
+    path = Path(config.out_dir) / CHECKPOINT_NAME
+    saved = None
+    if resume:
+        saved = read_checkpoint(path)
+        keep = {name: getattr(config, name) for name in ("device", "threads", "workers")}
+        config = dataclasses.replace(TrainConfig.from_dict(saved["config"]), out_dir=config.out_dir, **keep)
+        if saved.get("complete"):
+            raise ValueError(f"{path} is a finished run ({saved['step']} of {config.steps} steps); "
+                             f"nothing to resume")
+    elif path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; resume it (--resume), pass --overwrite to start afresh, "
+                              f"or choose another --out directory")
+    procs = _Processes(config.device)
+    try:
+        return _train(config, saved, procs, path, progress, log, on_step)
+    finally:
+        procs.close()
+
+
+def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: Path, progress: bool,
+           log: Callable[[str], None], on_step: Optional[Callable[[int], None]]) -> TrainResult:
+    started = time.perf_counter()
+    device = procs.device
+    progress = progress and procs.main
     if config.threads:
         torch.set_num_threads(config.threads)
+    data = load_data(config, validation=procs.main, progress=progress)
+    config = data.config
+    if procs.main:
+        for note in data.notes:
+            log(note)
     torch.manual_seed(config.seed)
-    sampler = torch.Generator().manual_seed(config.seed)
-
     model = build_model(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
-                                                   pct_start=0.15)
-    criterion = ctcx.CTCLoss(blank=0, reduction="mean")
-    input_lengths = torch.full((config.batch_size,), CRNN.output_length(config.input_width), dtype=torch.long)
-    log(f"training on {device}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{config.steps} steps of {config.batch_size}")
+    scheduler = _schedule(config, optimizer)
+    dtype = amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    step, history, elapsed, running = 0, [], 0.0, None
+    stream_state = None
+    if saved is not None:
+        model.load_state_dict(saved["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        step, history, elapsed = saved["step"], list(saved["history"]), saved["elapsed"]
+        running = saved.get("running_loss")
+        if len(saved["streams"]) != procs.world:
+            raise ValueError(f"{path} was written by {len(saved['streams'])} processes; resume it with as "
+                             f"many (this run has {procs.world})")
+        stream_state = saved["streams"][procs.rank]
+        _set_rng_state(saved["rng"][procs.rank], device)
+    net = model
+    if procs.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    history: List[Dict[str, float]] = []
-    result = EvalResult(float("nan"), float("nan"), [], [])
-    with CaptchaPool(config.pool_size, config.charset, config.label_length,
-                     (config.image_width, config.image_height), (config.input_height, config.input_width),
-                     workers=config.workers, seed=config.seed) as pool:
-        eval_images, eval_targets = pool.take(config.eval_size)
-        eval_labels = [decode_label(t.tolist(), config.charset) for t in eval_targets]
-        with tqdm(total=config.pool_size, desc="drawing captchas", unit="img", disable=not progress,
-                  leave=False) as bar:
-            pool.fill(bar.update)
-        model.train()
-        running = None
-        with tqdm(total=config.steps, desc="training", unit="step", disable=not progress) as bar:
-            for step in range(1, config.steps + 1):
-                pool.refresh(config.fresh_per_step)
-                images, targets, target_lengths = pool.sample(config.batch_size, sampler)
-                log_probs = model(to_model_input(images).to(device, non_blocking=True))
-                loss = criterion(log_probs, targets.to(device), input_lengths, target_lengths)
+    stream = BatchStream(data.train, config.charset, config.batch_size,
+                         pool_size=config.pool_size if config.drawn else 0,
+                         fresh_per_step=config.fresh_per_step, workers=config.workers,
+                         seed=config.seed * 1000 + procs.rank, epoch_size=data.epoch_size,
+                         rank=procs.rank, world=procs.world, state=stream_state)
+    if procs.main:
+        how = f"bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast" if dtype else "float32"
+        source = f"drawn {config.min_length}-{config.max_length} characters" if config.drawn \
+            else f"{data.epoch_size} images of {config.data_dir}"
+        log(f"training on {device}{f' x {procs.world} processes' if procs.world > 1 else ''}, {how}, "
+            f"{count_parameters(model):,} parameters ({config.preset}), charset of {len(config.charset)}, "
+            f"{source}, {config.steps} steps of {config.batch_size}"
+            + (f", resuming at step {step}" if step else ""))
+
+    def elapsed_now() -> float:
+        return elapsed + time.perf_counter() - started
+
+    def score(decoder: str = "greedy") -> EvalResult:
+        return evaluate(model, data.val_images, data.val_labels, config.charset, decoder, config.beam_width,
+                        config.min_length, config.max_length)
+
+    def checkpoint(complete: bool, metrics: Optional[Dict[str, float]] = None) -> None:
+        rng = procs.gather(_rng_state(device))
+        streams = procs.gather(stream.state_dict())
+        if not procs.main:
+            return
+        save_checkpoint(path, {
+            "config": config.to_dict(), "charset": config.charset, "step": step, "complete": complete,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng, "streams": streams, "elapsed": elapsed_now(),
+            "running_loss": running, "metrics": dict(metrics or {}), "history": history,
+        })
+        write_csv(history, path.with_name("log.csv"))
+
+    evaluations: Dict[str, EvalResult] = {}
+    stop = _StopRequest()
+    try:
+        if config.drawn and config.pool_size:
+            with tqdm(total=config.pool_size, desc="drawing the pool", unit="img", disable=not progress,
+                      leave=False) as bar:
+                stream.fill(bar.update)
+        net.train()
+        with tqdm(total=config.steps, initial=step, desc="training", unit="step", disable=not progress) as bar:
+            while step < config.steps:
+                batch = stream.next()
+                images = to_model_input(batch.images).to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    logits = net(images)
+                loss = ctcx.ctc_loss_with_logits(logits, batch.targets.to(device),
+                                                 CRNN.output_lengths(batch.widths), batch.target_lengths,
+                                                 blank=0, reduction="mean", zero_infinity=True)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                optimizer.step()
-                schedule.step()
+                scaler.scale(loss).backward()
+                if config.clip_grad:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
                 bar.update()
 
-                last = step == config.steps
                 record: Dict[str, float] = {}
-                if step % _LOG_EVERY == 0 or last:
-                    running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
-                    record["loss"] = running
-                    bar.set_postfix(loss=f"{running:.3f}", drawn=pool.drawn)
-                if config.eval_size and (last or (config.eval_every and step % config.eval_every == 0)):
-                    result = evaluate(model, eval_images, eval_labels, config.charset)
-                    record["accuracy"] = result.accuracy
-                    model.train()
-                    if not last:
-                        log(f"step {step}: held-out accuracy {result.accuracy:.2%}, "
-                            f"{time.perf_counter() - start:.0f} s")
+                if step % config.log_every == 0 or step == config.steps:
+                    value = procs.mean(loss.item())
+                    running = value if running is None else 0.9 * running + 0.1 * value
+                    record.update(loss=running, lr=scheduler.get_last_lr()[0])
+                    bar.set_postfix(loss=f"{running:.3f}")
+                if procs.main and data.val_labels and config.eval_every and step % config.eval_every == 0 \
+                        and step < config.steps:
+                    result = score()
+                    net.train()
+                    record.update(accuracy=result.accuracy, accuracy_ci=result.accuracy_ci, cer=result.cer)
+                    log(f"step {step}: validation exact match {result.accuracy:.2%} "
+                        f"(any case {result.accuracy_ci:.2%}), CER {result.cer:.2%}, {elapsed_now():.0f} s")
+                procs.barrier()
                 if record:
-                    history.append({"step": step, "seconds": time.perf_counter() - start, **record})
-    seconds = time.perf_counter() - start
-    save_checkpoint(checkpoint, model, config,
-                    metrics={"accuracy": result.accuracy, "cer": result.cer, "eval_size": result.count,
-                             "seconds": seconds, "images_drawn": pool.drawn},
-                    history=history)
-    return TrainResult(model.eval(), config, result, checkpoint, seconds, history)
+                    history.append({"step": step, "seconds": elapsed_now(), **record})
+                    if procs.main:
+                        write_csv(history, path.with_name("log.csv"))
+                if config.save_every and step % config.save_every == 0 and step < config.steps:
+                    checkpoint(complete=False)
+                if on_step is not None:
+                    on_step(step)
+                if procs.any(stop.requested) and step < config.steps:
+                    checkpoint(complete=False)
+                    if procs.main:
+                        log(f"stopped by {stop.requested or 'another process'}: saved step {step} to {path}; "
+                            f"continue with --resume")
+                    raise KeyboardInterrupt
+    finally:
+        stop.restore()
+        stream.close()
+
+    metrics: Dict[str, float] = {}
+    if procs.main and data.val_labels:
+        for decoder in config.decoders:
+            evaluations[decoder] = result = score(decoder)
+            metrics.update({f"{decoder}_accuracy": result.accuracy, f"{decoder}_accuracy_ci": result.accuracy_ci,
+                            f"{decoder}_cer": result.cer})
+        greedy = evaluations.get("greedy") or next(iter(evaluations.values()))
+        history[-1].update(accuracy=greedy.accuracy, accuracy_ci=greedy.accuracy_ci, cer=greedy.cer)
+        metrics["val_size"] = greedy.count
+    metrics.update(seconds=elapsed_now(), samples=stream.consumed * procs.world)
+    checkpoint(complete=True, metrics=metrics)
+    if procs.main:
+        plot_curves(history, path.with_name("curves.png"),
+                    title=f"{config.preset} CRNN, {config.steps} steps of {config.batch_size}")
+    return TrainResult(model.eval(), config, evaluations, path, elapsed_now(), history)

@@ -1,0 +1,100 @@
+"""Checkpoints: self-describing, complete enough to resume a run exactly, written atomically.
+
+A checkpoint is a dict of builtins and tensors only, read back with
+``torch.load(weights_only=True)`` (no arbitrary unpickling):
+
+- ``format``; ``config`` (:meth:`TrainConfig.to_dict`) and ``charset``;
+- ``state_dict``: model weights (CPU tensors);
+- ``step``, ``complete`` (False while training goes on);
+- ``optimizer``, ``scheduler``, ``scaler``: their ``state_dict()``;
+- ``rng``: torch CPU/CUDA and Python ``random`` states of every process;
+- ``streams``: each process's data stream state (positions consumed and pool
+  generator, see :class:`~ctcx.captcha.stream.BatchStream`);
+- ``metrics`` (last evaluation) and ``history`` (the logged curves).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Tuple
+
+import torch
+
+from .config import TrainConfig
+from .model import CRNN, build_model
+
+__all__ = ["CHECKPOINT_FORMAT", "atomic_write", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
+
+CHECKPOINT_FORMAT = "ctcx.captcha.crnn/2"
+
+
+def atomic_write(path: os.PathLike | str, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``.
+
+    Readers never see half a file, and a failed write leaves any existing
+    ``path`` untouched. The temp file is created like any file (the umask applies).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: os.PathLike | str, contents: Dict[str, Any]) -> Path:
+    """Write ``contents`` (see the module docstring) atomically, adding ``format``."""
+    return atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **contents}, tmp))
+
+
+def read_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
+    """The raw checkpoint dict, loaded safely onto the CPU.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a ctcx captcha checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types, with pages of advice
+        raise ValueError(f"{path} is not a ctcx captcha checkpoint: torch.load(weights_only=True) "
+                         f"failed with {type(err).__name__}") from err
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise ValueError(f"{path} is not a ctcx captcha checkpoint (format {found!r}, "
+                         f"expected {CHECKPOINT_FORMAT!r})")
+    missing = sorted({"state_dict", "charset", "config", "step"} - set(checkpoint))
+    if missing:
+        raise ValueError(f"{path} lacks the entries {missing}")
+    if checkpoint["charset"] != checkpoint["config"].get("charset"):
+        raise ValueError(f"{path}: charset {checkpoint['charset']!r} disagrees with its config")
+    return checkpoint
+
+
+def load_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"
+                    ) -> Tuple[CRNN, TrainConfig, Dict[str, Any]]:
+    """Rebuild the model a checkpoint describes.
+
+    Returns:
+        (model in eval mode on ``device``, its TrainConfig, the raw checkpoint dict).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a ctcx captcha checkpoint, or its
+            weights do not fit its config.
+    """
+    checkpoint = read_checkpoint(path)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = build_model(config)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit the model its config describes: {err}") from err
+    return model.to(device).eval(), config, checkpoint

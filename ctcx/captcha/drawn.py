@@ -1,0 +1,112 @@
+"""Captchas drawn on the fly with the ``captcha`` library, reproducibly.
+
+Sample ``index`` of a stream is a pure function of ``(seed, stream, index)``:
+its label, and also its image. captcha 0.7.1 draws every random choice of an
+image from the :mod:`secrets` module, which cannot be seeded; while drawing
+we point the ``secrets`` name inside ``captcha.image`` at a seeded
+:class:`random.Random` that offers the three functions it uses. Reproducible
+images are what make ``--resume`` continue a killed run exactly and let a
+worker process draw any sample in any order.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .images import augment as augment_image
+from .images import preprocess
+
+__all__ = ["DrawSpec", "draw_captcha", "DrawnCaptchas"]
+
+
+class _SeededSecrets:
+    """Stands in for the ``secrets`` module inside ``captcha.image``; not for cryptography."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random(0)
+
+    def randbelow(self, n: int) -> int:
+        return self.rng.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self.rng.getrandbits(k)
+
+    def choice(self, seq):
+        return self.rng.choice(seq)
+
+
+_SHIM = _SeededSecrets()
+
+
+@dataclass(frozen=True)
+class DrawSpec:
+    """What to draw: labels of ``min_length``..``max_length`` characters of ``charset``.
+
+    ``size`` is (width, height) in pixels of the drawn image; ``fonts`` and
+    ``font_sizes`` go to ``captcha.image.ImageCaptcha`` (empty = its defaults).
+    """
+
+    charset: str
+    min_length: int
+    max_length: int
+    size: Tuple[int, int] = (160, 60)
+    fonts: Tuple[str, ...] = field(default_factory=tuple)
+    font_sizes: Tuple[int, ...] = field(default_factory=tuple)
+
+
+_drawers: dict = {}
+
+
+def _drawer(spec: DrawSpec):
+    drawer = _drawers.get(spec)
+    if drawer is None:
+        import captcha.image  # imported here: worker processes need it, importers of ctcx may not
+
+        captcha.image.secrets = _SHIM  # see the module docstring
+        drawer = captcha.image.ImageCaptcha(width=spec.size[0], height=spec.size[1],
+                                            fonts=list(spec.fonts) or None,
+                                            font_sizes=tuple(spec.font_sizes) or None)
+        _drawers[spec] = drawer
+    return drawer
+
+
+def draw_captcha(spec: DrawSpec, seed: int, stream: str, index: int):
+    """Draw sample ``index`` of ``stream``; the same arguments always give the same image.
+
+    Returns:
+        (PIL image of ``spec.size``, its label).
+    """
+    rng = random.Random(f"{seed}/{stream}/{index}")
+    length = rng.randint(spec.min_length, spec.max_length)
+    label = "".join(rng.choice(spec.charset) for _ in range(length))
+    drawer = _drawer(spec)
+    _SHIM.rng = rng
+    return drawer.generate_image(label), label
+
+
+class DrawnCaptchas(Dataset):
+    """Map-style dataset: item ``i`` is drawn sample ``i`` of a stream, preprocessed.
+
+    Items are ``(uint8 array (C, H, W), label)``; see :func:`draw_captcha` and
+    :func:`~ctcx.captcha.images.preprocess`. With ``augment``, the image is
+    distorted by :func:`~ctcx.captcha.images.augment` (also reproducibly).
+    The length is nominal (2**62): samplers pick the indices.
+    """
+
+    def __init__(self, spec: DrawSpec, seed: int, stream: str, height: int, channels: int = 1,
+                 width: int = 0, augment: bool = False) -> None:
+        self.spec, self.seed, self.stream = spec, seed, stream
+        self.height, self.channels, self.width, self.augment = height, channels, width, augment
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, str]:
+        image, label = draw_captcha(self.spec, self.seed, self.stream, int(index))
+        if self.augment:
+            image = augment_image(image, random.Random(f"{self.seed}/{self.stream}/{index}/augment"))
+        return preprocess(image, self.height, self.channels, self.width), label

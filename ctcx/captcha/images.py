@@ -1,0 +1,118 @@
+"""The one image pipeline shared by training, evaluation, prediction and ONNX export.
+
+1. :func:`preprocess`: convert to grayscale ("L") or RGB, resize to the model's
+   height with bilinear resampling, keeping the aspect ratio (the width is
+   rounded to a multiple of 4, one CTC frame per 4 columns) unless a fixed
+   width is asked for. Result: uint8 (C, H, W), 255 = white paper.
+2. :func:`pad_batch`: images of different widths go into one batch padded on
+   the right with white.
+3. :func:`to_model_input`: ``1 - pixel / 255`` ("ink"), so padding and the
+   conv stack's zero padding both look like blank paper.
+
+:func:`augment` is the optional training-time distortion (small affine, blur,
+noise), drawn from a caller-supplied :class:`random.Random`.
+"""
+from __future__ import annotations
+
+import random
+from typing import Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+__all__ = ["WIDTH_MULTIPLE", "COLOR_MODES", "output_width", "preprocess", "augment", "pad_batch",
+           "to_model_input"]
+
+WIDTH_MULTIPLE = 4
+"""Input widths are multiples of this: the CRNN turns every 4 columns into one CTC frame."""
+
+COLOR_MODES = {1: "L", 3: "RGB"}
+"""PIL mode per number of input channels."""
+
+
+def output_width(size: Tuple[int, int], height: int, width: int = 0) -> int:
+    """Width in pixels that :func:`preprocess` gives an image of ``size`` = (w, h).
+
+    ``width`` > 0 forces that width; 0 keeps the aspect ratio, rounded to the
+    nearest multiple of :data:`WIDTH_MULTIPLE` (at least one frame).
+    """
+    if width:
+        return width
+    w, h = size
+    return max(WIDTH_MULTIPLE, round(w * height / h / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+
+
+def preprocess(image: Image.Image, height: int, channels: int = 1, width: int = 0) -> np.ndarray:
+    """Convert and resize ``image`` for the model.
+
+    Args:
+        height: output height, pixels.
+        channels: 1 (grayscale) or 3 (RGB).
+        width: output width in pixels, or 0 to keep the aspect ratio (see
+            :func:`output_width`).
+
+    Returns:
+        uint8 array (channels, height, width'), 255 = white.
+    """
+    converted = image.convert(COLOR_MODES[channels])
+    resized = converted.resize((output_width(image.size, height, width), height), Image.Resampling.BILINEAR)
+    array = np.asarray(resized)
+    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def augment(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A mild random distortion suited to captchas, drawn from ``rng``.
+
+    Always a small affine map (rotation within +-3 degrees, shear within
+    +-0.15, scale 0.93-1.07, shift within +-3% of the size, white fill); a
+    Gaussian blur of radius 0.3-1.0 with probability 0.3; Gaussian pixel
+    noise (sigma 3-12 grey levels) with probability 0.3.
+    """
+    image = image.convert("RGB")
+    w, h = image.size
+    angle = np.deg2rad(rng.uniform(-3, 3))
+    shear = rng.uniform(-0.15, 0.15)
+    scale = rng.uniform(0.93, 1.07)
+    dx, dy = rng.uniform(-0.03, 0.03) * w, rng.uniform(-0.03, 0.03) * h
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    cx, cy = w / 2, h / 2
+    # PIL wants the inverse map (output pixel -> input pixel), about the centre
+    a, b = cos, sin + shear
+    d, e = -sin, cos
+    coeffs = (a, b, cx - a * (cx + dx) - b * (cy + dy), d, e, cy - d * (cx + dx) - e * (cy + dy))
+    image = image.transform((w, h), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR,
+                            fillcolor=(255, 255, 255))
+    if rng.random() < 0.3:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    if rng.random() < 0.3:
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(3, 12), (h, w, 1))
+        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    return image
+
+
+def pad_batch(images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Stack uint8 (C, H, W_i) images into (N, C, H, max W_i), padding on the right with white.
+
+    Returns:
+        images: uint8 (N, C, H, W); widths: int64 (N,), each image's own width.
+
+    Raises:
+        ValueError: if the images differ in channels or height, or there are none.
+    """
+    if not images:
+        raise ValueError("pad_batch: no images")
+    c, h = images[0].shape[:2]
+    if any(im.shape[:2] != (c, h) for im in images):
+        shapes = sorted({tuple(im.shape[:2]) for im in images})
+        raise ValueError(f"pad_batch: images differ in (channels, height): {shapes}")
+    widths = [im.shape[2] for im in images]
+    out = np.full((len(images), c, h, max(widths)), 255, dtype=np.uint8)
+    for i, im in enumerate(images):
+        out[i, :, :, :im.shape[2]] = im
+    return torch.from_numpy(out), torch.tensor(widths, dtype=torch.long)
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, C, H, W), 255 = white, -> the model's float32 ink in [0, 1] (0 = white)."""
+    return (1.0 - images.float() / 255.0).contiguous(memory_format=torch.channels_last)
