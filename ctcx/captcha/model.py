@@ -17,7 +17,7 @@ PRESETS: Dict[str, Dict] = {
     "base": dict(conv_channels=(64, 128, 256, 256), rnn_hidden=256, rnn_layers=2),
 }
 """Model sizes. Parameters with 37 classes (0-9A-Z + blank), grayscale, height 32:
-tiny 370,741 (the CPU default), small 1,046,309, base 3,860,005 (the GPU recipe).
+tiny 370,741 (the CPU default), small 1,015,173, base 3,344,869 (the GPU recipe).
 ``count_parameters`` gives the figure for any configuration."""
 
 

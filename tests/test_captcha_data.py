@@ -1,0 +1,223 @@
+"""Captcha trainer data side: labels, preprocessing, reproducible drawing, folders, resumable streams."""
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ctcx.captcha import CHARSETS, PRESETS, TrainConfig, build_model, count_parameters
+from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, draw_captcha
+from ctcx.captcha.folder import FolderImages, read_folder, split_items
+from ctcx.captcha.images import augment, output_width, pad_batch, preprocess, to_model_input
+from ctcx.captcha.labels import (decode_label, encode_label, infer_charset, label_from_filename,
+                                 parse_length_range, resolve_charset)
+from ctcx.captcha.metrics import character_error_rate, edit_distance, exact_match
+from ctcx.captcha.stream import BatchStream, PositionSampler
+
+DIGITS = CHARSETS["digits"]
+
+
+# ---- labels, metrics ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, label", [
+    ("A3KD_00042.png", "A3KD"), ("ab_c_7.png", "ab_c"), ("/some/dir/XY9Z_1.jpg", "XY9Z"),
+    ("Q7pX.png", "Q7pX"), ("x.jpeg", "x"),
+])
+def test_label_from_filename(name, label):
+    assert label_from_filename(name) == label
+
+
+def test_label_from_filename_rejects_an_empty_label():
+    with pytest.raises(ValueError, match="cannot read a label"):
+        label_from_filename("_00042.png")
+
+
+def test_charsets_lengths_and_label_codes():
+    assert resolve_charset("0-9A-Z") == "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    assert len(resolve_charset("0-9a-zA-Z")) == 62 and resolve_charset("xyz") == "xyz"
+    with pytest.raises(ValueError, match=r"repeats \['a'\]"):
+        resolve_charset("abca")
+    assert infer_charset(["ba", "ca1"]) == "1abc"
+    assert parse_length_range("4") == (4, 4) and parse_length_range("4-6") == (4, 6)
+    for bad in ("0", "6-4", "a", "1-2-3"):
+        with pytest.raises(ValueError, match="MIN-MAX"):
+            parse_length_range(bad)
+    charset = resolve_charset("0-9A-Z")
+    assert encode_label("09AZ", charset) == [1, 10, 11, 36] and decode_label([1, 10, 11, 36], charset) == "09AZ"
+    with pytest.raises(ValueError, match=r"\['a'\]"):
+        encode_label("A1a2", charset)
+
+
+def test_metrics_known_values():
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("ABCD", "BACD") == 2
+    assert character_error_rate(["ABCD", "124", "WXYQZ"], ["ABCD", "1234", "WXYZ"]) == pytest.approx(2 / 12)
+    assert exact_match(["ABCD", "124", "WXYQZ"], ["ABCD", "1234", "WXYZ"]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="2 predictions for 3 references"):
+        character_error_rate(["a", "b"], ["a", "b", "c"])
+
+
+# ---- images ------------------------------------------------------------------------------------
+
+def test_preprocess_keeps_the_aspect_ratio_or_a_fixed_width():
+    image = Image.new("RGB", (160, 60), (255, 0, 0))
+    gray = preprocess(image, 32)
+    assert gray.shape == (1, 32, 84) and gray.dtype == np.uint8  # 160 * 32 / 60 = 85.3 -> 84
+    assert int(gray[0, 0, 0]) == 76  # PIL's luma of pure red
+    rgb = preprocess(image, 32, channels=3)
+    assert rgb.shape == (3, 32, 84) and rgb[:, 5, 5].tolist() == [255, 0, 0]
+    assert preprocess(image, 32, width=96).shape == (1, 32, 96)
+    assert output_width((10, 100), 32) == 4  # never below one frame
+
+
+def test_pad_batch_pads_with_white_and_model_input_is_ink():
+    a, b = np.zeros((1, 4, 8), np.uint8), np.zeros((1, 4, 4), np.uint8)
+    images, widths = pad_batch([a, b])
+    assert images.shape == (2, 1, 4, 8) and widths.tolist() == [8, 4]
+    assert (images[1, :, :, 4:] == 255).all() and (images[1, :, :, :4] == 0).all()
+    ink = to_model_input(images)
+    assert ink.dtype == torch.float32 and ink[1, 0, 0, 7] == 0 and ink[1, 0, 0, 0] == 1
+    with pytest.raises(ValueError, match="differ in"):
+        pad_batch([a, np.zeros((1, 5, 8), np.uint8)])
+
+
+def test_augment_is_mild_reproducible_and_keeps_the_size():
+    image, _ = draw_captcha(DrawSpec(DIGITS, 4, 4), 0, "t", 0)
+    one, two = augment(image, random.Random(3)), augment(image, random.Random(3))
+    assert one.size == image.size and np.array_equal(np.asarray(one), np.asarray(two))
+    diff = np.abs(np.asarray(one.convert("L"), np.int16) - np.asarray(image.convert("L"), np.int16))
+    assert 0 < diff.mean() < 60
+
+
+# ---- drawn captchas ----------------------------------------------------------------------------
+
+def test_drawing_is_reproducible_and_follows_the_length_range():
+    spec = DrawSpec(DIGITS, 4, 6, (160, 60))
+    first, label = draw_captcha(spec, 7, "train", 11)
+    again, label_again = draw_captcha(spec, 7, "train", 11)
+    assert label == label_again and np.array_equal(np.asarray(first), np.asarray(again))
+    other, _ = draw_captcha(spec, 7, "eval", 11)
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+    lengths = {len(draw_captcha(spec, 7, "train", i)[1]) for i in range(60)}
+    assert lengths == {4, 5, 6}
+    data = DrawnCaptchas(spec, 7, "train", height=32)
+    image, label = data[11]
+    assert image.shape == (1, 32, 84) and label == label_again and set(label) <= set(DIGITS)
+
+
+# ---- folders -----------------------------------------------------------------------------------
+
+def _png(path, color=255):
+    Image.new("L", (80, 30), color).save(path)
+
+
+def test_read_folder_layouts_and_errors(tmp_path):
+    for name in ("AB12_0.png", "CD34.png", "not_an_image.txt"):
+        (tmp_path / "a").mkdir(exist_ok=True)
+        if name.endswith(".png"):
+            _png(tmp_path / "a" / name)
+        else:
+            (tmp_path / "a" / name).write_text("x")
+    assert [(p.name, label) for p, label in read_folder(tmp_path / "a")] == [("AB12_0.png", "AB12"),
+                                                                            ("CD34.png", "CD34")]
+    listed = tmp_path / "b"
+    listed.mkdir()
+    _png(listed / "1.png")
+    _png(listed / "2.png")
+    (listed / "labels.tsv").write_text("# path\tlabel\n1.png\tX_Y\n\n2.png\tzz\n")
+    assert [(p.name, label) for p, label in read_folder(listed)] == [("1.png", "X_Y"), ("2.png", "zz")]
+    (listed / "labels.tsv").write_text("1.png\tok\n2.png\n")
+    with pytest.raises(ValueError, match=r"labels.tsv:2: expected 'path<TAB>label'"):
+        read_folder(listed)
+    (listed / "labels.tsv").write_text("3.png\tgone\n")
+    with pytest.raises(FileNotFoundError, match="1 missing files"):
+        read_folder(listed)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        read_folder(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError):
+        read_folder(tmp_path / "nowhere")
+    with pytest.raises(NotADirectoryError):
+        read_folder(tmp_path / "a" / "CD34.png")
+    (tmp_path / "a" / "broken_1.png").write_bytes(b"not a png")
+    items = read_folder(tmp_path / "a")
+    data = FolderImages(items, height=16)
+    assert data[0][0].shape == (1, 16, 44) and data[0][1] == "AB12"
+    with pytest.raises(ValueError, match="cannot read image .*broken_1.png"):
+        data[[p.name for p, _ in items].index("broken_1.png")]
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    items = [(f"{i}.png", str(i)) for i in range(50)]
+    train, val = split_items(items, 0.2, seed=1)
+    assert len(val) == 10 and len(train) == 40 and sorted(train + val) == sorted(items)
+    assert split_items(items, 0.2, seed=1) == (train, val) and split_items(items, 0.2, seed=2) != (train, val)
+    with pytest.raises(ValueError, match="fraction"):
+        split_items(items, 1.0, 0)
+
+
+# ---- streams -----------------------------------------------------------------------------------
+
+def test_position_sampler_shares_epochs_between_processes():
+    take = lambda sampler, n: [next(it) for it in [iter(sampler)] for _ in range(n)]
+    rank0 = take(PositionSampler(0, seed=3, epoch_size=10, rank=0, world=2), 10)
+    rank1 = take(PositionSampler(0, seed=3, epoch_size=10, rank=1, world=2), 10)
+    first_epoch = [k for k, e in rank0 + rank1 if e == 0]
+    assert sorted(first_epoch) == list(range(10))  # each epoch is one pass, split between the ranks
+    assert take(PositionSampler(3, seed=3, epoch_size=10, rank=1, world=2), 7) == rank1[3:]
+    assert take(PositionSampler(5, seed=0), 3) == [5, 6, 7]
+
+
+@pytest.mark.parametrize("pool_size, workers", [(0, 0), (48, 0), (48, 1)])
+def test_stream_resumes_with_the_same_batches(pool_size, workers):
+    data = DrawnCaptchas(DrawSpec(DIGITS, 2, 3, (64, 32)), 0, "train", height=16)
+    kwargs = dict(batch_size=8, pool_size=pool_size, fresh_per_step=4, workers=workers, seed=5)
+    stream = BatchStream(data, DIGITS, **kwargs)
+    for _ in range(3):
+        stream.next()
+    state = stream.state_dict()
+    expected = [stream.next() for _ in range(3)]
+    again = BatchStream(data, DIGITS, state=state, **kwargs)
+    for got, want in zip((again.next() for _ in range(3)), expected):
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+    assert want.targets.shape[1] == int(want.target_lengths.max()) and set(want.target_lengths.tolist()) <= {2, 3}
+    assert stream.consumed == (48 + 6 * 4 if pool_size else 6 * 8)
+
+
+# ---- config, model -----------------------------------------------------------------------------
+
+def test_config_round_trip_presets_and_validation():
+    config = TrainConfig(preset="small", charset="0123", min_length=2, max_length=5, fonts=("a.ttf",))
+    plain = config.to_dict()
+    assert plain["conv_channels"] == list(PRESETS["small"]["conv_channels"]) and plain["fonts"] == ["a.ttf"]
+    assert TrainConfig.from_dict(plain) == config
+    assert TrainConfig(rnn_hidden=40).rnn_hidden == 40 and TrainConfig().charset == resolve_charset("0-9A-Z")
+    assert TrainConfig(data_dir="d").charset == ""  # inferred from the folder later
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({**plain, "from_the_future": 1})
+    with pytest.raises(ValueError, match="too few for labels of 12"):
+        TrainConfig(max_length=12)
+    with pytest.raises(ValueError, match="amp must be one of"):
+        TrainConfig(amp="fp8")
+    with pytest.raises(ValueError, match="min_length"):
+        TrainConfig(min_length=5, max_length=4)
+    with pytest.raises(ValueError, match="channels must be 1"):
+        TrainConfig(channels=2)
+
+
+def test_preset_parameter_counts_match_the_documentation():
+    counts = {name: count_parameters(build_model(TrainConfig(preset=name))) for name in PRESETS}
+    assert counts == {"tiny": 370_741, "small": 1_015_173, "base": 3_344_869}
+    import ctcx.captcha.model as model_module
+    source = open(model_module.__file__).read()
+    for count in counts.values():
+        assert f"{count:,}" in source
+
+
+def test_model_reads_variable_widths_and_rgb():
+    model = build_model(TrainConfig(preset="tiny", channels=3)).eval()
+    logits = model(torch.rand(2, 3, 32, 84))
+    assert logits.shape == (21, 2, 37)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        TrainConfig(input_height=40)

@@ -1,0 +1,270 @@
+"""Captcha trainer run side: training, exact resume, DDP, evaluation, prediction, ONNX export, CLI."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ctcx.captcha import TrainConfig, evaluate, load_checkpoint, predict, read_checkpoint, train
+from ctcx.captcha.cli import build_parser, config_from_args, main
+from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, draw_captcha
+from ctcx.captcha.evaluate import _greedy
+from ctcx.captcha.folder import read_folder
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared/data"
+TRAIN = REPO / "examples/train_captcha.py"
+
+
+def tiny(out_dir, **overrides):
+    """A run of a few seconds: small model, small pool, few steps, one thread."""
+    values = dict(conv_channels=(8, 16, 16, 16), rnn_hidden=16, steps=30, batch_size=16, pool_size=64,
+                  fresh_per_step=4, workers=0, eval_size=24, eval_every=10, save_every=10, log_every=5,
+                  threads=1, device="cpu", out_dir=str(out_dir))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def run(config, **kwargs):
+    return train(config, progress=False, log=lambda _: None, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model that has learnt something: single digits 1-2 long, 300 steps."""
+    out = tmp_path_factory.mktemp("trained")
+    config = tiny(out, charset="digits", min_length=1, max_length=2, image_width=64, image_height=32,
+                  input_height=16, steps=300, lr=1e-2, pool_size=512, eval_size=64, eval_every=150,
+                  decoders=("greedy", "beam", "constrained"))
+    return run(config)
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# ---- training ----------------------------------------------------------------------------------
+
+def test_training_learns_and_writes_checkpoint_log_and_plot(trained):
+    losses = [row["loss"] for row in trained.history if "loss" in row]
+    assert losses[-1] < 0.5 * losses[0]
+    assert trained.evaluations["greedy"].accuracy > 0.2  # chance is under 1%; the run is deterministic
+    out = trained.checkpoint.parent
+    saved = read_checkpoint(trained.checkpoint)
+    assert saved["complete"] and saved["step"] == 300 and saved["charset"] == "0123456789"
+    for key in ("optimizer", "scheduler", "scaler", "rng", "streams", "history", "metrics", "elapsed"):
+        assert key in saved
+    assert saved["metrics"]["greedy_accuracy"] == trained.evaluations["greedy"].accuracy
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert rows[-1]["step"] == "300" and float(rows[-1]["accuracy"]) == trained.evaluations["greedy"].accuracy
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model, config, _ = load_checkpoint(trained.checkpoint)
+    assert same_weights(model, trained.model) and config == trained.config
+
+
+def test_final_evaluation_covers_the_whole_validation_set_with_every_decoder(trained):
+    results = trained.evaluations
+    assert set(results) == {"greedy", "beam", "constrained"}
+    assert all(r.count == 64 for r in results.values())
+    assert all(1 <= len(p) <= 2 for p in results["constrained"].predictions)
+    assert results["beam"].accuracy >= results["greedy"].accuracy - 0.05
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_or_ctrl_c_continues_exactly(tmp_path):
+    """dropout and 2 GRU layers: the torch RNG matters; the pool is refilled by redrawing."""
+    config = dict(dropout=0.1, rnn_layers=2, charset="digits", min_length=3, max_length=4)
+    straight = run(tiny(tmp_path / "straight", **config))
+
+    def kill(step):
+        if step == 17:  # after the periodic save at step 10: steps 11-17 are lost and redone
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(tiny(tmp_path / "killed", **config), on_step=kill)
+    assert read_checkpoint(tmp_path / "killed/checkpoint.pt")["step"] == 10
+    resumed = run(tiny(tmp_path / "killed", **config), resume=True)
+    assert same_weights(resumed.model, straight.model)
+
+    def interrupt(step):
+        if step == 13:
+            os.kill(os.getpid(), signal.SIGINT)  # handled at the step boundary: saved at step 13
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(tmp_path / "stopped", **config), on_step=interrupt)
+    assert read_checkpoint(tmp_path / "stopped/checkpoint.pt")["step"] == 13
+    resumed = run(tiny(tmp_path / "stopped", **config), resume=True)
+    assert same_weights(resumed.model, straight.model)
+    assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history]
+    assert resumed.evaluations["greedy"].predictions == straight.evaluations["greedy"].predictions
+
+
+def test_refuses_to_overwrite_or_resume_a_finished_run(trained, tmp_path):
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(trained.config)
+    with pytest.raises(ValueError, match="finished run"):
+        run(trained.config, resume=True)
+    with pytest.raises(FileNotFoundError):
+        run(tiny(tmp_path / "none"), resume=True)
+
+
+def test_bf16_autocast_trains_with_bf16_logits(tmp_path):
+    result = run(tiny(tmp_path, amp="bf16", steps=10, eval_size=8))
+    assert all(np.isfinite(row["loss"]) for row in result.history if "loss" in row)
+    model = result.model
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.rand(1, 1, 32, 84)).dtype == torch.bfloat16
+
+
+def test_folder_training_infers_charset_splits_and_reports_unknown_characters(tmp_path):
+    assert main(["generate", str(tmp_path / "data"), "--count", "40", "--charset", "abc", "--length", "2-3",
+                 "--image-size", "64x32", "--workers", "0"]) == 0
+    (tmp_path / "val").mkdir()
+    draw_captcha(DrawSpec("xyz", 2, 2, (64, 32)), 0, "v", 0)[0].save(tmp_path / "val" / "ax_0.png")
+    draw_captcha(DrawSpec("abc", 2, 2, (64, 32)), 0, "v", 1)[0].save(tmp_path / "val" / "ab_1.png")
+    notes = []
+    result = train(tiny(tmp_path / "run", data_dir=str(tmp_path / "data"), val_dir=str(tmp_path / "val"),
+                        input_height=16, steps=6, eval_every=0),
+                   progress=False, log=notes.append)
+    assert result.config.charset == "abc" and (result.config.min_length, result.config.max_length) == (2, 3)
+    assert any("1 of 2 validation labels have characters outside" in n for n in notes)
+    assert result.evaluations["greedy"].count == 2
+    split = train(tiny(tmp_path / "split", data_dir=str(tmp_path / "data"), input_height=16, steps=4,
+                       val_split=0.25), progress=False, log=notes.append)
+    assert split.evaluations["greedy"].count == 10 and any("into 30 for training and 10" in n for n in notes)
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN),
+               "--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--workers", "0",
+               "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--eval-size", "16", "--save-every", "3",
+               "--threads", "1", "--no-progress", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x 2 processes" in done.stderr + done.stdout
+    saved = read_checkpoint(out / "checkpoint.pt")
+    assert saved["complete"] and saved["step"] == 6 and len(saved["streams"]) == 2
+    assert [s["consumed"] for s in saved["streams"]] == [32 + 6 * 4] * 2
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "curves.png", "log.csv"]
+
+
+# ---- prediction, evaluation --------------------------------------------------------------------
+
+def test_greedy_reading_and_character_probabilities():
+    charset = "ab"
+    frames = torch.tensor([[0.1, 0.8, 0.1], [0.1, 0.6, 0.3], [0.9, 0.05, 0.05], [0.2, 0.7, 0.1],
+                           [0.3, 0.1, 0.6]]).log()[:, None]
+    (reading,) = _greedy(frames, charset)
+    assert reading.text == "aab"
+    assert reading.char_probs == pytest.approx([0.8, 0.7, 0.6])
+    assert reading.confidence == pytest.approx(0.8 * 0.6 * 0.9 * 0.7 * 0.6)
+
+
+def test_predict_gives_each_image_the_same_reading_alone_or_in_a_mixed_batch(trained):
+    config = trained.config
+    images = [DrawnCaptchas(DrawSpec(config.charset, 1, 2, size), 1, "p", config.input_height)[i][0]
+              for i, size in enumerate([(64, 32), (96, 32), (64, 32), (48, 32)])]
+    together = predict(trained.model, images, config.charset)
+    alone = [predict(trained.model, [im], config.charset)[0] for im in images]
+    assert [p.text for p in together] == [p.text for p in alone]
+    assert [p.confidence for p in together] == pytest.approx([p.confidence for p in alone], rel=1e-5)
+    for p in together:
+        assert len(p.char_probs) == len(p.text) and all(0 < q <= 1 for q in p.char_probs)
+    beams = predict(trained.model, images, config.charset, "beam")
+    assert all(0 < p.confidence <= 1 and len(p.char_probs) == len(p.text) for p in beams)
+
+
+# ---- ONNX --------------------------------------------------------------------------------------
+
+def test_onnx_export_matches_torch_with_dynamic_batch_and_width(trained, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from ctcx.captcha.export import OnnxReader, check_onnx, export_onnx
+
+    config = trained.config
+    path = export_onnx(trained.model, config, tmp_path / "m.onnx")
+    spec = DrawSpec(config.charset, 1, 2, (64, 32))
+    data = DrawnCaptchas(spec, 2, "onnx", config.input_height)
+    wide = DrawnCaptchas(DrawSpec(config.charset, 1, 2, (100, 32)), 2, "onnx", config.input_height)
+    images = [data[i][0] for i in range(12)] + [wide[i][0] for i in range(5)]
+    worst, count = check_onnx(path, trained.model, config.charset, images)
+    assert count == 17 and worst <= 1e-4
+    reader = OnnxReader(path)
+    assert reader.charset == config.charset and reader.preprocess["height"] == config.input_height
+    pil = [draw_captcha(spec, 2, "onnx", i)[0] for i in range(12)]
+    assert reader.read(pil) == [p.text for p in predict(trained.model, images[:12], config.charset)]
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    assert main(["generate", str(folder), "--count", "12", "--charset", "digits", "--length", "1-2",
+                 "--image-size", "64x32", "--workers", "0"]) == 0
+    checkpoint = str(trained.checkpoint)
+    capsys.readouterr()
+    assert main(["eval", str(folder), "-c", checkpoint, "--decode", "all"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("12 images") == 3 and "ignoring case" in out and "beam 10, length 1-2" in out
+    assert main(["predict", str(folder), "-c", checkpoint, "-o", str(tmp_path / "p.tsv")]) == 0
+    rows = (tmp_path / "p.tsv").read_text().splitlines()
+    assert rows[0] == "path\tlabel\tconfidence\tchar_probs" and len(rows) == 13
+    if sys.modules.get("onnxruntime") or __import__("importlib").util.find_spec("onnxruntime"):
+        assert main(["export", "-c", checkpoint, "-o", str(tmp_path / "m.onnx"), "--check-dir", str(folder)]) == 0
+        assert "onnxruntime matches torch on 12 images" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("keep me")
+    cases = [
+        (["eval", str(tmp_path), "-c", str(tmp_path / "none.pt")], "no checkpoint at"),
+        (["generate", str(tmp_path / "full"), "--count", "3"], "not an empty folder"),
+        (["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "no such directory"),
+        (["--length", "12", "--out", str(tmp_path / "o")], "too few for labels of 12"),
+        (["--resume", "--out", str(tmp_path / "o")], "no checkpoint at"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "full" / "mine.txt").read_text() == "keep me"
+    (tmp_path / "ck.pt").write_bytes(b"garbage")
+    assert main(["predict", str(tmp_path / "full"), "-c", str(tmp_path / "ck.pt")]) == 2
+
+
+def test_cli_flags_map_onto_config():
+    args = build_parser("train").parse_args(["--charset", "0-9a-zA-Z", "--length", "4-6", "--preset", "small",
+                                             "--amp", "bf16", "--rgb", "--decode", "all", "--image-size", "200x70",
+                                             "--font", "a.ttf", "--font", "b.ttf"])
+    config = config_from_args(args)
+    assert (config.min_length, config.max_length, config.channels, config.amp) == (4, 6, 3, "bf16")
+    assert len(config.charset) == 62 and config.rnn_layers == 2 and config.fonts == ("a.ttf", "b.ttf")
+    assert config.decoders == ("greedy", "beam", "constrained") and config.image_width == 200
+    assert config_from_args(build_parser("train").parse_args([])) == TrainConfig()
+
+
+def test_front_door_help_for_every_command():
+    for command in ([], ["eval"], ["predict"], ["export"], ["generate"]):
+        done = subprocess.run([sys.executable, str(TRAIN), *command, "--help"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "usage: train_captcha.py" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["captcha-36x4", "captcha-62x4to6"])
+def test_eval_reads_the_shared_sets(trained, name, capsys):
+    folder = SHARED / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not here")
+    items = read_folder(folder)
+    assert len(items) == 2000
+    assert main(["eval", str(folder), "-c", str(trained.checkpoint)]) == 0
+    captured = capsys.readouterr()
+    assert "2000 images, greedy" in captured.out and "outside the checkpoint's charset" in captured.err
