@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -360,7 +360,7 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
                          seed=config.seed * 1000 + procs.rank, epoch_size=data.epoch_size,
                          rank=procs.rank, world=procs.world, state=stream_state)
     if procs.main:
-        how = f"bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast" if dtype else "float32"
+        how = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast" if dtype else "float32"
         source = f"drawn {config.min_length}-{config.max_length} characters" if config.drawn \
             else f"{data.epoch_size} images of {config.data_dir}"
         log(f"training on {device}{f' x {procs.world} processes' if procs.world > 1 else ''}, {how}, "
