@@ -1,5 +1,6 @@
 """Captcha trainer data side: labels, preprocessing, reproducible drawing, folders, resumable streams."""
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import torch
 from PIL import Image
 
 from ctcx.captcha import CHARSETS, PRESETS, TrainConfig, build_model, count_parameters
-from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, draw_captcha
+from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, _drawer, draw_captcha
 from ctcx.captcha.folder import FolderImages, read_folder, split_items
 from ctcx.captcha.images import augment, output_width, pad_batch, preprocess, to_model_input
 from ctcx.captcha.labels import (decode_label, encode_label, infer_charset, label_from_filename,
@@ -221,3 +222,31 @@ def test_model_reads_variable_widths_and_rgb():
     assert logits.shape == (21, 2, 37)
     with pytest.raises(ValueError, match="multiple of 16"):
         TrainConfig(input_height=40)
+
+
+def test_fonts_and_font_sizes_reach_the_captcha_library():
+    import captcha
+
+    font = str(Path(captcha.__file__).parent / "data" / "DroidSansMono.ttf")
+    spec = DrawSpec(DIGITS, 4, 4, (160, 60), (font,), (20, 24))
+    image, _ = draw_captcha(spec, 0, "f", 0)
+    default, _ = draw_captcha(DrawSpec(DIGITS, 4, 4, (160, 60)), 0, "f", 0)
+    assert not np.array_equal(np.asarray(image), np.asarray(default))
+    fonts = _drawer(spec).truefonts
+    assert [(f.path, f.size) for f in fonts] == [(font, 20), (font, 24)]
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from ctcx.captcha.train import _schedule
+
+    config = TrainConfig(schedule="cosine", steps=100, warmup=0.1, lr=1.0)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    scheduler = _schedule(config, optimizer)
+    lrs = []
+    for _ in range(100):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5, abs=0.02) and lrs[-1] < 0.001
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
