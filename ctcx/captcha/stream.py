@@ -111,7 +111,7 @@ class BatchStream:
             must then have the same shape).
         fresh_per_step: samples replaced in the pool per batch (pool mode).
         workers: DataLoader worker processes, 0 = read in this process.
-        seed: seeds the pool sampling and, with ``epoch_size``, the epoch order.
+        seed: seeds the epoch order (with ``epoch_size``) and, with ``rank``, the pool sampling.
         epoch_size: see :class:`PositionSampler`.
         rank, world: this process's share of the stream under DDP.
         state: a :meth:`state_dict` to continue from.
@@ -128,7 +128,7 @@ class BatchStream:
             raise ValueError(f"BatchStream: batch_size must be >= 1 and pool_size >= 0, "
                              f"got {batch_size}, {pool_size}")
         self.batch_size, self.pool_size, self.fresh_per_step = batch_size, pool_size, fresh_per_step
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(seed * 1000 + rank)
         self.consumed = 0
         if state is not None:
             self.consumed = int(state["consumed"])

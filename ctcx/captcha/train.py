@@ -357,7 +357,7 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
     stream = BatchStream(data.train, config.charset, config.batch_size,
                          pool_size=config.pool_size if config.drawn else 0,
                          fresh_per_step=config.fresh_per_step, workers=config.workers,
-                         seed=config.seed * 1000 + procs.rank, epoch_size=data.epoch_size,
+                         seed=config.seed, epoch_size=data.epoch_size,
                          rank=procs.rank, world=procs.world, state=stream_state)
     if procs.main:
         how = "bf16 autocast" if dtype == torch.bfloat16 else "fp16 autocast" if dtype else "float32"
