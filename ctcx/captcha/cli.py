@@ -196,10 +196,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",
              "seed", "device", "threads", "out_dir")
     values = {name: getattr(args, name) for name in names}
-    length = args.length if isinstance(args.length, tuple) else parse_length_range(args.length)
-    size = args.image_size if isinstance(args.image_size, tuple) else _size(args.image_size)
-    return TrainConfig(**values, min_length=length[0], max_length=length[1], image_width=size[0],
-                       image_height=size[1], decoders=DECODERS if args.decode == "all" else (args.decode,))
+    (min_length, max_length), (width, height) = args.length, args.image_size  # argparse's type converted them
+    return TrainConfig(**values, min_length=min_length, max_length=max_length, image_width=width,
+                       image_height=height, decoders=DECODERS if args.decode == "all" else (args.decode,))
 
 
 def _decoders(args) -> tuple:
@@ -230,10 +229,18 @@ def _train(args: argparse.Namespace) -> None:
     print(f"checkpoint: {result.checkpoint} ({minutes} min {seconds} s); log.csv and curves.png beside it")
 
 
+def _folder_images(items, config: TrainConfig) -> list:
+    """The preprocessed uint8 images of (path, label) items, as the checkpoint's config says."""
+    from .folder import FolderImages
+
+    dataset = FolderImages(items, config.input_height, config.channels, config.input_width)
+    return [dataset[i][0] for i in range(len(dataset))]
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate
-    from .folder import FolderImages, read_folder
+    from .folder import read_folder
     from .train import resolve_device
 
     model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
@@ -244,8 +251,7 @@ def _eval(args: argparse.Namespace) -> None:
             print(f"warning: {len(outside)} of {len(items)} labels in {directory} have characters outside the "
                   f"checkpoint's charset {config.charset!r} (first: {outside[0][1]!r} in {outside[0][0].name}); "
                   f"they count as errors", file=sys.stderr)
-        dataset = FolderImages(items, config.input_height, config.channels, config.input_width)
-        images = [dataset[i][0] for i in range(len(dataset))]
+        images = _folder_images(items, config)
         labels = [label for _, label in items]
         results = {d: evaluate(model, images, labels, config.charset, d, args.beam_width, config.min_length,
                                config.max_length) for d in _decoders(args)}
@@ -298,10 +304,8 @@ def _export(args: argparse.Namespace) -> None:
 
     model, config, _ = load_checkpoint(args.checkpoint, "cpu")
     if args.check_dir:
-        from .folder import FolderImages, read_folder
-        dataset = FolderImages(read_folder(args.check_dir), config.input_height, config.channels,
-                               config.input_width)
-        images = [dataset[i][0] for i in range(len(dataset))]
+        from .folder import read_folder
+        images = _folder_images(read_folder(args.check_dir), config)
     else:
         from .drawn import DrawnCaptchas, DrawSpec
         spec = DrawSpec(config.charset, config.min_length, config.max_length,
@@ -327,9 +331,7 @@ def _generate(args: argparse.Namespace) -> None:
         raise FileExistsError(f"{directory} exists and is not an empty folder; choose a new one")
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
-    length = args.length if isinstance(args.length, tuple) else parse_length_range(args.length)
-    size = args.image_size if isinstance(args.image_size, tuple) else _size(args.image_size)
-    spec = DrawSpec(resolve_charset(args.charset or "0-9A-Z"), length[0], length[1], size,
+    spec = DrawSpec(resolve_charset(args.charset or "0-9A-Z"), *args.length, args.image_size,
                     tuple(args.fonts), tuple(args.font_sizes))
     directory.mkdir(parents=True, exist_ok=True)
     digits = len(str(args.count - 1))
