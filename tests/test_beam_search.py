@@ -108,7 +108,7 @@ def test_pruned_beam_equals_reference(device, seed):
         got = hypotheses(result, n)
         assert [h[0] for h in got] == [h[0] for h in want]
         assert [h[2] for h in got] == [h[2] for h in want]
-        assert got == pytest.approx([(h[0], pytest.approx(h[1], abs=1e-9), h[2]) for h in want])
+        assert [h[1] for h in got] == pytest.approx([h[1] for h in want], abs=1e-9)
 
 
 def test_large_beam_and_vocabulary_exact_on_one_frame(device):

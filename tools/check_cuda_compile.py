@@ -29,9 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CUDA_DIR = ROOT / "csrc" / "cuda"
 INCLUDE_DIR = ROOT / "csrc" / "include"
-# Keep in step with setup.py's nvcc flags (torch adds COMMON_NVCC_FLAGS itself there).
-NVCC_FLAGS = ["-std=c++17", "-O3", "-lineinfo", "-Xcompiler", "-fPIC"]
-CXX_FLAGS = ["-std=c++17", "-fsyntax-only"]
+# Keep in step with setup.py's nvcc flags (torch adds COMMON_NVCC_FLAGS and the
+# C++ standard itself there; cxx_standard() picks the same standard here).
+NVCC_FLAGS = ["-O3", "-lineinfo", "-Xcompiler", "-fPIC"]
+CXX_FLAGS = ["-fsyntax-only"]
 CMAKE_MACROS_STUB = "#define C10_CUDA_BUILD_SHARED_LIBS\n"
 
 
@@ -44,6 +45,15 @@ def cuda_include_dir(nvcc: str) -> str | None:
         return os.path.normpath(match.group(1))
     candidate = Path(nvcc).resolve().parent.parent / "include"
     return str(candidate) if (candidate / "cuda_runtime_api.h").is_file() else None
+
+
+def cxx_standard() -> str:
+    """The C++ standard torch.utils.cpp_extension compiles the installed torch's
+    extensions with (C++20 from torch 2.13 on, C++17 before)."""
+    import inspect
+
+    from torch.utils import cpp_extension
+    return "-std=c++20" if "-std=c++20" in inspect.getsource(cpp_extension) else "-std=c++17"
 
 
 def demangle(names: list[str]) -> dict[str, str]:
@@ -88,7 +98,7 @@ def parse_ptxas(log: str) -> list[dict]:
 def compile_cu(nvcc: str, cu: Path, arch: str, includes: list[str], nvcc_common: list[str],
                out_dir: str) -> tuple[str, int, str, float]:
     obj = os.path.join(out_dir, f"{cu.stem}.sm_{arch}.o")
-    cmd = [nvcc, "-c", str(cu), "-o", obj, *NVCC_FLAGS, *nvcc_common,
+    cmd = [nvcc, "-c", str(cu), "-o", obj, cxx_standard(), *NVCC_FLAGS, *nvcc_common,
            "-gencode", f"arch=compute_{arch},code=sm_{arch}", "-Xptxas", "-v",
            *[f"-I{d}" for d in includes]]
     start = time.perf_counter()
@@ -97,7 +107,7 @@ def compile_cu(nvcc: str, cu: Path, arch: str, includes: list[str], nvcc_common:
 
 
 def check_cpp(cxx: str, cpp: Path, includes: list[str]) -> tuple[str, int, str, float]:
-    cmd = [cxx, *CXX_FLAGS, "-DTORCH_EXTENSION_NAME=_C", str(cpp), *[f"-I{d}" for d in includes]]
+    cmd = [cxx, cxx_standard(), *CXX_FLAGS, "-DTORCH_EXTENSION_NAME=_C", str(cpp), *[f"-I{d}" for d in includes]]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     return f"{cpp.name} (g++ -fsyntax-only)", proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start
