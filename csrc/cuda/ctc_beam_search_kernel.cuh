@@ -26,6 +26,7 @@
 
 #include "ctc_decode_cuda.h"
 #include "ctcx/ctc_decode.h"
+#include "launch.cuh"
 
 namespace ctcx {
 namespace cuda {
@@ -107,7 +108,7 @@ __global__ void __launch_bounds__(kMaxTopThreads)
     beam_top_tokens_kernel(BeamSearchParams<scalar_t> p,
                            BeamWorkspace<typename AccType<scalar_t>::type> ws, int64_t t_begin) {
   using acc_t = typename AccType<scalar_t>::type;
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamic_smem<unsigned char>();
   const int64_t b = blockIdx.x;
   const int64_t n = b % p.N;
   const int64_t t = t_begin + b / p.N;
@@ -132,7 +133,7 @@ __global__ void __launch_bounds__(kMaxSearchThreads)
                               BeamWorkspace<typename AccType<scalar_t>::type> ws, int64_t t_begin,
                               int64_t t_end) {
   using acc_t = typename AccType<scalar_t>::type;
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamic_smem<unsigned char>();
   const int64_t n = blockIdx.x;
   const int32_t K = p.cfg.beam_width, M = p.cfg.list_size;
   const int64_t frames = clamp_frames(p.input_lengths[n], p.T);
@@ -197,17 +198,19 @@ cudaError_t beam_search_cuda(const BeamSearchParams<scalar_t>& p, cudaStream_t s
   const BeamWorkspace<acc_t> ws = carve_beam_workspace<acc_t>(p.workspace, l);
   const size_t search_shared = l.scratch_in_shared ? l.scratch_bytes : 0;
   cudaError_t err;
-  // Above 48 KiB a kernel must opt in to its dynamic shared memory.
+  // Above 48 KiB a kernel must opt in to its dynamic shared memory. The
+  // attribute is per kernel and per device, not per launch, so it is set to
+  // what the kernel may ever need (the device's opt-in maximum) rather than
+  // to this call's size: another host thread launching the same kernel with
+  // a larger size can never see a smaller limit set in between.
   if (l.top_shared_bytes > kDefaultSharedBytes &&
-      (err = cudaFuncSetAttribute(beam_top_tokens_kernel<scalar_t>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(l.top_shared_bytes))) != cudaSuccess) {
+      (err = allow_dynamic_smem(beam_top_tokens_kernel<scalar_t>, p.max_shared_bytes)) !=
+          cudaSuccess) {
     return err;
   }
   if (search_shared > kDefaultSharedBytes &&
-      (err = cudaFuncSetAttribute(beam_search_frames_kernel<scalar_t>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(search_shared))) != cudaSuccess) {
+      (err = allow_dynamic_smem(beam_search_frames_kernel<scalar_t>, p.max_shared_bytes)) !=
+          cudaSuccess) {
     return err;
   }
   int64_t t_begin = 0;
@@ -215,20 +218,19 @@ cudaError_t beam_search_cuda(const BeamSearchParams<scalar_t>& p, cudaStream_t s
     const int64_t t_end = p.T < t_begin + l.chunk_frames ? p.T : t_begin + l.chunk_frames;
     const int64_t rows = (t_end - t_begin) * p.N;
     if (rows > 0) {
-      beam_top_tokens_kernel<scalar_t><<<static_cast<unsigned>(rows), l.top_threads,
-                                         l.top_shared_bytes, stream>>>(p, ws, t_begin);
-      if ((err = cudaGetLastError()) != cudaSuccess) return err;
+      err = launch(beam_top_tokens_kernel<scalar_t>, dim3(static_cast<unsigned>(rows)),
+                   dim3(l.top_threads), l.top_shared_bytes, stream, p, ws, t_begin);
+      if (err != cudaSuccess) return err;
     }
-    beam_search_frames_kernel<scalar_t><<<static_cast<unsigned>(p.N), l.search_threads,
-                                          search_shared, stream>>>(p, ws, t_begin, t_end);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    err = launch(beam_search_frames_kernel<scalar_t>, dim3(static_cast<unsigned>(p.N)),
+                 dim3(l.search_threads), search_shared, stream, p, ws, t_begin, t_end);
+    if (err != cudaSuccess) return err;
     t_begin = t_end;
   } while (t_begin < p.T);
   const int64_t hypotheses = p.N * p.top_k;
-  beam_hypotheses_kernel<scalar_t>
-      <<<static_cast<unsigned>((hypotheses + kHypothesisThreads - 1) / kHypothesisThreads),
-         kHypothesisThreads, 0, stream>>>(p, ws);
-  return cudaGetLastError();
+  return launch(beam_hypotheses_kernel<scalar_t>,
+                dim3(static_cast<unsigned>((hypotheses + kHypothesisThreads - 1) / kHypothesisThreads)),
+                dim3(kHypothesisThreads), 0, stream, p, ws);
 }
 
 #define CTCX_INSTANTIATE_BEAM_SEARCH_CUDA(scalar_t) \

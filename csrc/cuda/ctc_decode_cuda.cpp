@@ -102,6 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctc_beam_search_cuda(
         p.scores = scores.mutable_data_ptr<acc_t>();
         p.timesteps = timesteps.mutable_data_ptr<int64_t>();
         p.max_shared_bytes = static_cast<size_t>(shared_optin);
+        p.token_list_budget = cuda::kTokenListBudget;
         const cuda::BeamSearchLayout layout = cuda::beam_search_layout(p);
         TORCH_CHECK_VALUE(layout.top_shared_bytes <= p.max_shared_bytes,
                           "ctcx.beam_search: beam_width = ", beam_width, " with ",

@@ -53,6 +53,7 @@ struct BeamSearchParams {
 
   void* workspace;          // beam_search_layout(*this).total bytes, 256-byte aligned
   size_t max_shared_bytes;  // the device's dynamic shared memory per block (opt-in)
+  size_t token_list_budget;  // bytes of frame token lists per chunk (kTokenListBudget)
 };
 
 // Launch shapes and byte offsets of the workspace regions (kAbsent when empty).
@@ -69,7 +70,9 @@ struct BeamSearchLayout {
 };
 
 // The frames' token lists are the only buffer that grows with T * N * K
-// besides the history; they are computed chunk by chunk within this budget.
+// besides the history; they are computed chunk by chunk within this budget
+// (BeamSearchParams::token_list_budget; the CUDA-on-CPU tests use less, to
+// run many chunks on small problems).
 constexpr size_t kTokenListBudget = size_t(128) << 20;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
 
@@ -89,7 +92,8 @@ BeamSearchLayout beam_search_layout(const BeamSearchParams<scalar_t>& p) {
   l.scratch_bytes = decode::scratch_bytes<acc_t>(K, M, l.search_threads);
   l.scratch_in_shared = l.scratch_bytes <= p.max_shared_bytes;
   const size_t frame_bytes = N * (static_cast<size_t>(M) * (sizeof(int32_t) + sizeof(acc_t)) + 4);
-  const size_t chunk = frame_bytes ? kTokenListBudget / frame_bytes : T;
+  const size_t budget = p.token_list_budget ? p.token_list_budget : kTokenListBudget;
+  const size_t chunk = frame_bytes ? budget / frame_bytes : T;
   l.chunk_frames = static_cast<int64_t>(chunk < 1 ? 1 : (chunk > T ? T : chunk));
   const size_t rows = static_cast<size_t>(l.chunk_frames) * N;
 

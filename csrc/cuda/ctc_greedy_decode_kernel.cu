@@ -12,6 +12,7 @@
 
 #include "ctc_decode_cuda.h"
 #include "ctcx/ctc_decode.h"
+#include "launch.cuh"
 
 namespace ctcx {
 namespace cuda {
@@ -90,15 +91,14 @@ cudaError_t greedy_decode_cuda(const GreedyDecodeParams<scalar_t>& p, cudaStream
   cudaError_t err;
   const int64_t rows = p.T * p.N;
   if (rows > 0) {
-    greedy_argmax_kernel<scalar_t>
-        <<<static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock),
-           kWarpsPerBlock * kWarp, 0, stream>>>(p);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    err = launch(greedy_argmax_kernel<scalar_t>,
+                 dim3(static_cast<unsigned>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock)),
+                 dim3(kWarpsPerBlock * kWarp), 0, stream, p);
+    if (err != cudaSuccess) return err;
   }
-  greedy_collapse_kernel<scalar_t>
-      <<<static_cast<unsigned>((p.N + kWarpsPerBlock - 1) / kWarpsPerBlock),
-         kWarpsPerBlock * kWarp, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(greedy_collapse_kernel<scalar_t>,
+                dim3(static_cast<unsigned>((p.N + kWarpsPerBlock - 1) / kWarpsPerBlock)),
+                dim3(kWarpsPerBlock * kWarp), 0, stream, p);
 }
 
 template cudaError_t greedy_decode_cuda<c10::Half>(const GreedyDecodeParams<c10::Half>&, cudaStream_t);

@@ -32,6 +32,7 @@
 
 #include "ctc_loss_cuda.h"
 #include "ctcx/log_math.h"
+#include "launch.cuh"
 
 namespace ctcx {
 namespace cuda {
@@ -223,8 +224,9 @@ cudaError_t ctc_loss_cuda(const CtcLossParams<scalar_t, target_t>& p, cudaStream
   const int64_t rows = p.T * p.N;
   const dim3 grid(static_cast<unsigned>((rows + kRowWarps - 1) / kRowWarps));
   if (rows > 0) {
-    ctc_gather_kernel<scalar_t, target_t><<<grid, kRowWarps * kWarpSize, 0, stream>>>(p, ws);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    err = launch(ctc_gather_kernel<scalar_t, target_t>, grid, dim3(kRowWarps * kWarpSize), 0,
+                 stream, p, ws);
+    if (err != cudaSuccess) return err;
   }
 
   // Concatenated targets bound one sample only by all of them; twice the mean
@@ -237,8 +239,9 @@ cudaError_t ctc_loss_cuda(const CtcLossParams<scalar_t, target_t>& p, cudaStream
   if (err != cudaSuccess) return err;
 
   if (p.grad && rows > 0) {
-    ctc_grad_kernel<scalar_t, target_t><<<grid, kRowWarps * kWarpSize, 0, stream>>>(p, ws);
-    if ((err = cudaGetLastError()) != cudaSuccess) return err;
+    err = launch(ctc_grad_kernel<scalar_t, target_t>, grid, dim3(kRowWarps * kWarpSize), 0,
+                 stream, p, ws);
+    if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
 }

@@ -107,7 +107,7 @@ __device__ __forceinline__ int64_t emit_index(int64_t s) { return (s & 1) ? (s +
 template <typename acc_t, typename target_t>
 __global__ void __launch_bounds__(kMaxRecursionThreads)
     ctc_recursion_kernel(RecursionParams<acc_t, target_t> p) {
-  extern __shared__ __align__(16) unsigned char shared_alpha[];
+  unsigned char* shared_alpha = dynamic_smem<unsigned char>();
   __shared__ acc_t warp_max_rows[2][kMaxRecursionWarps];
   const int64_t n = blockIdx.x;
   const int tid = threadIdx.x;
@@ -199,6 +199,11 @@ __global__ void __launch_bounds__(kMaxRecursionThreads)
     }
     log_p = scale + static_cast<double>(log_add_exp(beta[0] + emit[0],
                                                     S > 1 ? beta[1] + emit[1] : ninf));
+    // Every thread has read beta_0(0) and beta_0(1) before the alpha loop's
+    // first step overwrites row 0 of beta with gamma (threads 0 and 1 write
+    // exactly those two entries; with several warps a late reader would
+    // otherwise see gamma and get a wrong log_p, loss and gradient).
+    __syncthreads();
     // Uniform: every thread computed log_p from the same values.
     if (log_p == neg_inf<double>()) return finish(kStatusInfeasible, infeasible_loss);
   }
@@ -245,8 +250,7 @@ __global__ void __launch_bounds__(kMaxRecursionThreads)
 }  // namespace
 
 cudaError_t launch_prepare(const PrepareParams& p, cudaStream_t stream) {
-  ctc_prepare_kernel<<<1, kPrepareThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(ctc_prepare_kernel, dim3(1), dim3(kPrepareThreads), 0, stream, p);
 }
 
 template <typename acc_t, typename target_t>
@@ -257,9 +261,8 @@ cudaError_t launch_recursion(const RecursionParams<acc_t, target_t>& p, cudaStre
   const int64_t warps = (states + kWarpSize - 1) / kWarpSize;
   const int threads =
       kWarpSize * static_cast<int>(warps < 1 ? 1 : (warps > kMaxRecursionWarps ? kMaxRecursionWarps : warps));
-  ctc_recursion_kernel<acc_t, target_t>
-      <<<static_cast<unsigned>(p.N), threads, p.ws.alpha_shared_bytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch(ctc_recursion_kernel<acc_t, target_t>, dim3(static_cast<unsigned>(p.N)),
+                dim3(threads), p.ws.alpha_shared_bytes, stream, p);
 }
 
 template cudaError_t launch_recursion<float, int32_t>(const RecursionParams<float, int32_t>&,
