@@ -23,6 +23,31 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _REDUCTIONS = ("none", "mean", "sum")
 
 
+def _to_device(fn: str, name: str, t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device`` without blocking the host.
+
+    CPU tensors (and lists, already made tensors) go to a CUDA device through
+    pinned host memory with a non-blocking copy, so the call stays sync-free;
+    while a CUDA graph is being captured that copy would replay the values of
+    the capture, so it is refused. A CUDA tensor on another GPU is an error,
+    not a silent copy.
+    """
+    if t.device == device:
+        return t
+    if device.type == "cuda" and not torch.compiler.is_compiling():
+        if t.device.type == "cuda":
+            raise ValueError(f"{fn}: {name} is on {t.device} but the input is on {device}; "
+                             "pass them on the same GPU")
+        if t.device.type == "cpu":
+            if torch.cuda.is_current_stream_capturing():
+                raise ValueError(
+                    f"{fn}: {name} lives in host memory while a CUDA graph is being captured; pass "
+                    f"it as a CUDA tensor on {device} (a captured copy from host memory would "
+                    "replay the values of the capture)")
+            return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _lengths_tensor(fn: str, name: str, value: Lengths, n: int, batched: bool,
                     device: torch.device) -> torch.Tensor:
     """Return ``value`` as an (n,) int64 tensor on ``device``; raise ValueError if it is not one."""
@@ -38,12 +63,14 @@ def _lengths_tensor(fn: str, name: str, value: Lengths, n: int, batched: bool,
     else:
         raise ValueError(
             f"{fn}: {name} must be a tensor, list or tuple of ints, got {type(value).__name__}")
-    expected = (n,) if batched else ((), (1,))
-    if (batched and tuple(t.shape) != (n,)) or (not batched and tuple(t.shape) not in expected):
+    # As torch.nn.functional.ctc_loss: a batch of one may give its length as a
+    # 0-dim tensor (PyTorch's own tests do), unbatched input as () or (1,).
+    expected = ((n,), ()) if batched and n == 1 else ((n,),) if batched else ((), (1,))
+    if tuple(t.shape) not in expected:
         raise ValueError(
             f"{fn}: {name} must have shape {(n,) if batched else '() or (1,)'} "
             f"(one length per batch element), got {tuple(t.shape)}")
-    return t.reshape(n).to(device=device, dtype=torch.long)
+    return _to_device(fn, name, t.reshape(n).to(dtype=torch.long), device)
 
 
 def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
@@ -88,7 +115,7 @@ def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengt
         targets = targets.unsqueeze(0)
     if targets.dtype not in (torch.int32, torch.int64):
         targets = targets.long()
-    targets = targets.to(x.device).contiguous()
+    targets = _to_device(fn, "targets", targets, x.device).contiguous()
 
     il = _lengths_tensor(fn, "input_lengths", input_lengths, N, batched, x.device)
     tl = _lengths_tensor(fn, "target_lengths", target_lengths, N, batched, x.device)
@@ -138,11 +165,16 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Leng
         zero_infinity: replace infinite losses (targets no alignment can
             reach) and their gradients with zeros.
         validate: (keyword-only) check the values of labels and lengths. On
-            CUDA this costs one host sync; pass False to avoid it, e.g. to
-            capture the loss in a CUDA graph. Unchecked bad labels or lengths
-            then give NaN losses (and NaN gradients), never out-of-bounds
-            memory accesses. Under torch.compile CUDA values are not checked.
-            CPU inputs are always checked (free there).
+            CUDA this costs one host sync; pass False to avoid it. With
+            validate=False a CUDA call never synchronizes, whatever the form
+            of ``targets`` and the lengths (CPU tensors, lists and tuples are
+            copied through pinned memory without blocking), and it can be
+            captured in a CUDA graph when ``targets`` and the lengths are
+            CUDA tensors (host ones raise ValueError during capture: the
+            graph would replay their captured values). Unchecked bad labels
+            or lengths then give NaN losses (and NaN gradients), never
+            out-of-bounds memory accesses. Under torch.compile CUDA values
+            are not checked. CPU inputs are always checked (free there).
 
     Returns:
         The loss, a float32 tensor for float16/bfloat16 ``log_probs`` and of
@@ -156,10 +188,12 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Leng
         PyTorch.
 
     Raises:
-        ValueError: naming the argument, for a wrong type, dtype, shape or
-            device; labels out of range or equal to ``blank``; lengths out of
-            range; concatenated targets whose size differs from
-            sum(target_lengths); an unknown ``reduction``.
+        ValueError: naming the argument, for a wrong type, dtype or shape;
+            ``targets`` or lengths on another GPU than ``log_probs`` (CPU ones
+            are moved), or in host memory during CUDA-graph capture; labels
+            out of range or equal to ``blank``; lengths out of range;
+            concatenated targets whose size differs from sum(target_lengths);
+            an unknown ``reduction``.
     """
     return _fused_loss(torch.ops.ctcx.ctc_loss, log_probs, targets, input_lengths, target_lengths,
                        blank, reduction, zero_infinity, "ctcx.ctc_loss", "log_probs", validate)

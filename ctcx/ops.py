@@ -50,10 +50,23 @@ def _ctc_loss_setup_context(ctx, inputs, output):
     ctx.save_for_backward(grad, grad_weights)
 
 
+DOUBLE_BACKWARD_MESSAGE = (
+    "{op}: the CTC loss can be differentiated once, not twice: its gradient is "
+    "computed by the fused kernel, which has no derivative itself, so double "
+    "backward (create_graph=True, e.g. a Hessian-vector product or a gradient "
+    "penalty) is not supported (torch.nn.functional.ctc_loss does not support it "
+    "either). Call backward / torch.autograd.grad without create_graph=True.")
+
+
 def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
     grad, weights = ctx.saved_tensors
     if grad_loss is None:
         return None, None, None, None, None, None, None
+    # The engine runs backward with grad mode on exactly when create_graph=True.
+    # The stored gradient would then enter the graph as a constant and a second
+    # derivative through it would be silently wrong: refuse instead.
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        raise RuntimeError(DOUBLE_BACKWARD_MESSAGE.format(op=ctx.op_name))
     if weights is None:
         raise RuntimeError(
             "the ctcx loss op ran without grad_weights, so it computed no gradient; pass "
@@ -67,9 +80,16 @@ def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
     return scale.view(1, -1, 1) * grad, None, None, None, None, None, None
 
 
-for _name in FUSED_LOSS_OPS:
+def _setup_context_of(public_name):
+    def setup_context(ctx, inputs, output):
+        ctx.op_name = public_name
+        _ctc_loss_setup_context(ctx, inputs, output)
+    return setup_context
+
+
+for _name, _public in zip(FUSED_LOSS_OPS, ("ctcx.ctc_loss", "ctcx.ctc_loss_with_logits")):
     torch.library.register_fake(_name)(_ctc_loss_fake)
-    torch.library.register_autograd(_name, _ctc_loss_backward, setup_context=_ctc_loss_setup_context)
+    torch.library.register_autograd(_name, _ctc_loss_backward, setup_context=_setup_context_of(_public))
 
 
 @torch.library.register_fake("ctcx::ctc_greedy_decode")

@@ -306,3 +306,41 @@ def test_nan_input_gives_nan_loss(device):
     lp[3, 0, 0] = float("nan")
     out = ctcx.ctc_loss(lp, torch.tensor([[1, 2], [3, 4]], device=device), [8, 8], [2, 2], reduction="none")
     assert torch.isnan(out[0]) and torch.isfinite(out[1])
+
+
+@pytest.mark.parametrize("variant", ["log_probs", "logits"])
+def test_double_backward_raises_instead_of_a_wrong_hessian(variant):
+    """With create_graph=True the stored gradient would enter the graph as a
+    constant, so a Hessian-vector product through it would be silently wrong
+    (max error 0.21 against finite differences before this was refused)."""
+    logits, targets, il, tl = random_case(4, 2, 5, 2, seed=21)
+    x = logits.detach().requires_grad_()
+    if variant == "log_probs":
+        loss, name = ctcx.ctc_loss(x.log_softmax(-1), targets, il, tl), "ctcx.ctc_loss"
+    else:
+        loss, name = ctcx.ctc_loss_with_logits(x, targets, il, tl), "ctcx.ctc_loss_with_logits"
+    with pytest.raises(RuntimeError, match=rf"{name}: the CTC loss can be differentiated once.*create_graph"):
+        torch.autograd.grad(loss, x, create_graph=True)
+    # Once is fine, and still right.
+    (g,) = torch.autograd.grad(loss, x)
+    x64 = logits.detach().requires_grad_()
+    (g_ref,) = torch.autograd.grad(F.ctc_loss(x64.log_softmax(-1), targets, il, tl), x64)
+    torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("lengths", ["0-dim tensors", "1-element tensors", "lists"])
+def test_batch_of_one_takes_every_length_form_native_takes(device, lengths):
+    """PyTorch's own test_CTCLoss_critical_target_len passes a batch of one
+    with 0-dim length tensors; native accepts that, so ctcx must too."""
+    logits, targets, il, tl = random_case(10, 1, 5, 3, seed=22, min_input=10, device=device)
+    tl = torch.full_like(tl, 3)
+    conv = {"0-dim tensors": lambda v: v[0], "1-element tensors": lambda v: v,
+            "lists": lambda v: v.tolist()}[lengths]
+    lp = logits.log_softmax(-1)
+    for reduction in ("none", "mean"):
+        out = ctcx.ctc_loss(lp, targets, conv(il), conv(tl), reduction=reduction)
+        ref = F.ctc_loss(lp, targets, conv(il), conv(tl), reduction=reduction)
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref)
+    with pytest.raises(ValueError, match=r"input_lengths must have shape \(2,\)"):
+        ctcx.ctc_loss(torch.cat([lp, lp], 1), torch.cat([targets, targets]), il[0], [3, 3])

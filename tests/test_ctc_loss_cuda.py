@@ -127,14 +127,16 @@ def test_bit_identical_runs(dtype, kind):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_long_targets(layout, dtype):
     """L = 1000 loops the threads over the states; three concatenated targets
-    bound the per-sample length by 3000 labels, so alpha rows no longer fit in
-    shared memory and live in the workspace instead."""
+    bound the per-sample length by their 2959 labels, so two alpha rows
+    (2 (2 * 2959 + 1) * 4 = 47,352 bytes in float32, twice that in float64)
+    exceed the 46 KiB kept for them in shared memory and live in the
+    workspace instead (padded: 2 (2 * 1000 + 1) * 8 = 32,016 bytes, shared)."""
     g = torch.Generator().manual_seed(5)
     T, N, C, L = 2300, 3, 40, 1000
     x = torch.randn(T, N, C, generator=g, dtype=torch.float64)
     targets = torch.randint(1, C, (N, L), generator=g)
     targets[:, 10:20] = 7  # a run of repeats needs a blank between each
-    il, tl = torch.tensor([T, T - 100, 2000]), torch.tensor([L, L - 1, 900])
+    il, tl = torch.tensor([T, T - 100, 2000]), torch.tensor([L, L - 1, 960])
     if layout == "concatenated":
         targets = concat(targets, tl)
     weights = torch.rand(N, dtype=dtype) + 0.5
@@ -145,6 +147,31 @@ def test_long_targets(layout, dtype):
     torch.testing.assert_close(cuda[0].cpu().double(), ref[0], rtol=rtol, atol=atol)
     grad_atol = 1e-10 if dtype == torch.float64 else 2e-4
     torch.testing.assert_close(cuda[1].cpu().double(), ref[1], rtol=1e-3, atol=grad_atol)
+
+
+@pytest.mark.parametrize("S", [16, 64, 250])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multi_warp_blocks_are_right_and_bit_identical(S, dtype):
+    """Targets of 16 to 250 labels give recursion blocks of 2 to 16 warps, where
+    a missing barrier between warps shows (the beta/gamma race fixed with the
+    CUDA-on-CPU harness): many blocks, runs compared bitwise and with the CPU."""
+    g = torch.Generator().manual_seed(S)
+    T, N, C = 2 * S + 10, 256, 40
+    x = torch.randn(T, N, C, generator=g, dtype=torch.float64)
+    targets = torch.randint(1, C, (N, S), generator=g)
+    il = torch.randint(T - 10, T + 1, (N,), generator=g)
+    tl = torch.randint(S // 2, S + 1, (N,), generator=g)
+    weights = torch.rand(N, dtype=torch.float64) + 0.5
+    ref = run_op("log_probs", x.log_softmax(-1), targets, il, tl, 0, True, weights, "cpu")
+    xs = x.log_softmax(-1).to(dtype)
+    first = run_op("log_probs", xs, targets, il, tl, 0, True, weights.to(dtype), "cuda")
+    for _ in range(5):
+        again = run_op("log_probs", xs, targets, il, tl, 0, True, weights.to(dtype), "cuda")
+        assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    rtol, atol = (1e-10, 1e-10) if dtype == torch.float64 else (2e-5, 2e-4)
+    torch.testing.assert_close(first[0].cpu().double(), ref[0], rtol=rtol, atol=atol)
+    torch.testing.assert_close(first[1].cpu().double(), ref[1], rtol=1e-3,
+                               atol=1e-10 if dtype == torch.float64 else 5e-4)
 
 
 BAD_UNCHECKED = {
@@ -221,6 +248,54 @@ def test_no_host_sync_without_validation():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(x.grad).all()
+
+
+def test_no_host_sync_with_host_targets_and_lengths():
+    """The usual nn.CTCLoss style, CPU targets and lengths as lists or CPU
+    tensors, stays sync-free with validate=False (pinned, non-blocking copies),
+    and gives the same losses and gradients as CUDA arguments."""
+    x, targets, il, tl = special_case(seed=10)
+    x = x.float().cuda()
+    want_x = x.clone().requires_grad_()
+    want = ctcx.ctc_loss(want_x.log_softmax(-1), targets.cuda(), il.cuda(), tl.cuda(), zero_infinity=True)
+    want.backward()
+    for form in ("lists", "cpu tensors"):
+        got_x = x.clone().requires_grad_()
+        il_, tl_ = (il.tolist(), tl.tolist()) if form == "lists" else (il, tl)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = ctcx.ctc_loss(got_x.log_softmax(-1), targets, il_, tl_, zero_infinity=True, validate=False)
+            got.backward()
+            flat = ctcx.ctc_loss_with_logits(x, concat(targets, tl), il_, tl_, reduction="none",
+                                             zero_infinity=True, validate=False)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_x.grad, want_x.grad)
+        assert flat.shape == (x.shape[1],) and flat.is_cuda
+
+
+def test_graph_capture_refuses_host_lengths():
+    """A captured copy from host memory would replay the captured values, so
+    host targets or lengths are refused during capture, naming the argument."""
+    x, targets, il, tl = special_case(seed=11)
+    x = x.float().cuda()
+    ctcx.ctc_loss(x.log_softmax(-1), targets.cuda(), il.cuda(), tl.cuda(), validate=False)  # warm up
+    torch.cuda.synchronize()
+    for name, args in (("input_lengths", (targets.cuda(), il.tolist(), tl.cuda())),
+                       ("targets", (targets, il.cuda(), tl.cuda()))):
+        graph = torch.cuda.CUDAGraph()
+        with pytest.raises(ValueError, match=f"{name} lives in host memory while a CUDA graph is being captured"):
+            with torch.cuda.graph(graph):
+                ctcx.ctc_loss(x.log_softmax(-1), *args, validate=False)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_targets_on_another_gpu_are_an_error():
+    x, targets, il, tl = special_case(seed=12)
+    with pytest.raises(ValueError, match="targets is on cuda:1 but the input is on cuda:0"):
+        ctcx.ctc_loss(x.float().cuda(0).log_softmax(-1), targets.cuda(1), il, tl)
 
 
 @pytest.mark.parametrize("kind", ["log_probs", "logits"])
