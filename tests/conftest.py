@@ -9,3 +9,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() and ctcx.cuda_availab
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_count():
+    """A test that changes torch's thread count (the trainer's --threads, say)
+    must not make every later test single-threaded: the loss kernel's
+    multi-threaded path would then go untested."""
+    yield
+    torch.set_num_threads(_THREADS)

@@ -111,6 +111,25 @@ def test_pruned_beam_equals_reference(device, seed):
         assert [h[1] for h in got] == pytest.approx([h[1] for h in want], abs=1e-9)
 
 
+@pytest.mark.parametrize("C", [40, 60, 100])
+@pytest.mark.parametrize("beam", [1, 2, 3, 4])
+def test_token_restriction_equals_reference(device, C, beam):
+    """C - 1 > 2 beam_width: the search expands only the 2 beam_width best
+    tokens of each frame (csrc/include/ctcx/ctc_decode.h argues why no other
+    can reach the beam); the textbook reference expands every token. Same
+    beams, scores and timesteps, flat and peaked posteriors alike."""
+    T, N = 14, 6
+    for scale in (1.0, 4.0):
+        lp = random_log_probs(T, N, C, seed=C * 10 + beam, scale=scale)
+        result = ctcx.beam_search(lp.to(device), beam_width=beam, top_k=beam, blank=0)
+        for n in range(N):
+            want = prefix_beam_search_reference(lp[:, n], beam, 0, 0, None)
+            got = hypotheses(result, n)
+            assert [h[0] for h in got] == [h[0] for h in want]
+            assert [h[2] for h in got] == [h[2] for h in want]
+            assert [h[1] for h in got] == pytest.approx([h[1] for h in want], abs=1e-9)
+
+
 def test_large_beam_and_vocabulary_exact_on_one_frame(device):
     """beam_width 512, C = 8192: on one frame the hypotheses are the empty
     one (the blank) and every single token, so the top 512 are known."""
@@ -259,11 +278,17 @@ def test_blank_skip_threshold_is_a_lower_bound(device):
     for a, b in zip(exact, same):
         assert torch.equal(a, b)
     skipped = ctcx.beam_search(lp, beam_width=8, top_k=4, blank_skip_threshold=0.5)
+    # frames really are skipped: their blank probability exceeds the threshold
+    assert (lp[..., 0].exp() > 0.5).sum() >= 10
+    compared = lower = 0
     for n in range(4):
         exact_scores = dict(h[:2] for h in hypotheses(exact, n))
         for tokens, score, _ in hypotheses(skipped, n):
-            if tokens in exact_scores:
-                assert score <= exact_scores[tokens] + 1e-5
+            assert tokens in exact_scores  # a peaked posterior: the same top hypotheses
+            assert score <= exact_scores[tokens] + 1e-5
+            compared += 1
+            lower += score < exact_scores[tokens] - 1e-6
+    assert compared == 16 and lower > 0  # some scores lost the alignments through skipped frames
 
 
 def test_nan_and_inf_inputs_are_safe(device):
@@ -326,14 +351,14 @@ def test_decode_strings():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"log_probs": torch.zeros(5, 3)}, "floating \\(T, N, C\\)"),
-    ({"log_probs": torch.zeros(5, 2, 3, dtype=torch.long)}, "floating \\(T, N, C\\)"),
+    ({"log_probs": torch.zeros(5, 3)}, "log_probs must be a floating \\(T, N, C\\)"),
+    ({"log_probs": torch.zeros(5, 2, 3, dtype=torch.long)}, "log_probs must be a floating \\(T, N, C\\)"),
     ({"blank": 3}, "blank = 3"),
     ({"blank": -1}, "blank = -1"),
-    ({"input_lengths": [5]}, "N = 2 integers"),
-    ({"input_lengths": [5, 6]}, "\\[0, T = 5\\]"),
-    ({"input_lengths": [-1, 2]}, "\\[0, T = 5\\]"),
-    ({"input_lengths": torch.tensor([1.0, 2.0])}, "N = 2 integers"),
+    ({"input_lengths": [5]}, "input_lengths must hold N = 2 integers"),
+    ({"input_lengths": [5, 6]}, "input_lengths must lie in \\[0, T = 5\\]"),
+    ({"input_lengths": [-1, 2]}, "input_lengths must lie in \\[0, T = 5\\]"),
+    ({"input_lengths": torch.tensor([1.0, 2.0])}, "input_lengths must hold N = 2 integers"),
     ({"beam_width": 0}, "beam_width = 0"),
     ({"beam_width": 1025}, "beam_width = 1025"),
     ({"beam_width": 2.5}, "beam_width must be an int"),
@@ -343,15 +368,16 @@ def test_decode_strings():
     ({"max_length": "3"}, "max_length = '3'"),
     ({"min_length": 4, "max_length": 3}, "min_length = 4 exceeds max_length = 3"),
     ({"allowed_tokens": torch.ones(3)}, "allowed_tokens must be a bool tensor"),
-    ({"allowed_tokens": torch.ones(4, dtype=torch.bool)}, "shape \\(C,\\) = \\(3,\\)"),
+    ({"allowed_tokens": torch.ones(4, dtype=torch.bool)}, "allowed_tokens must be a bool tensor of shape \\(C,\\) = \\(3,\\)"),
     ({"blank_skip_threshold": 0.0}, "blank_skip_threshold = 0.0"),
     ({"blank_skip_threshold": 1.5}, "blank_skip_threshold = 1.5"),
 ])
 def test_bad_input(device, kwargs, match):
     args = {"log_probs": torch.zeros(5, 2, 3), **kwargs}
     args = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         ctcx.beam_search(**args)
+    assert str(err.value).startswith("ctcx.beam_search: ")  # the function, then the argument by name
 
 
 @pytest.mark.parametrize("args,match", [

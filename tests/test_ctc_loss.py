@@ -122,7 +122,7 @@ def test_infeasible_alignment(device, target, T):
     ref = F.ctc_loss(x.log_softmax(-1), t, il, tl, reduction="none")
     (g_ref,) = torch.autograd.grad(ref.sum(), x)
     # without zero_infinity both give NaN gradients on the sample's frames
-    assert torch.isnan(g[:T]).all() == torch.isnan(g_ref[:T]).all()
+    assert torch.isnan(g[:T]).all() and torch.isnan(g_ref[:T]).all()
     for reduction in ["none", "mean", "sum"]:
         out = ctcx.ctc_loss(x.log_softmax(-1), t, il, tl, reduction=reduction, zero_infinity=True)
         assert torch.all(out == 0)
@@ -147,6 +147,13 @@ def test_zero_input_length(device):
     t = torch.tensor([[1, 2], [1, 2]], device=device)
     out = ctcx.ctc_loss(lp, t, [0, 0], [0, 1], reduction="none")
     assert out[0].item() == 0 and math.isinf(out[1].item())
+    # No frames: no gradient for the empty target (loss 0 for certain); the
+    # infeasible one is zeroed by zero_infinity, as in torch.nn.CTCLoss.
+    (g,) = torch.autograd.grad(out[0], lp)
+    assert torch.equal(g, torch.zeros_like(g))
+    zi = ctcx.ctc_loss(lp, t, [0, 0], [0, 1], reduction="sum", zero_infinity=True)
+    (g,) = torch.autograd.grad(zi, lp)
+    assert zi.item() == 0 and torch.equal(g, torch.zeros_like(g))
 
 
 def test_unbatched(device):
@@ -344,3 +351,23 @@ def test_batch_of_one_takes_every_length_form_native_takes(device, lengths):
         torch.testing.assert_close(out, ref)
     with pytest.raises(ValueError, match=r"input_lengths must have shape \(2,\)"):
         ctcx.ctc_loss(torch.cat([lp, lp], 1), torch.cat([targets, targets]), il[0], [3, 3])
+
+
+@pytest.mark.parametrize("kind", ["log_probs", "logits"])
+def test_one_and_two_threads_give_identical_results(kind):
+    """The CPU kernel splits the batch across threads; every sample's loss and
+    gradient must come out bit for bit the same whatever the thread count."""
+    logits, targets, il, tl = random_case(40, 16, 9, 8, seed=23)
+    fn = ctcx.ctc_loss if kind == "log_probs" else ctcx.ctc_loss_with_logits
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            x = logits.detach().float().requires_grad_()
+            loss = fn(x.log_softmax(-1) if kind == "log_probs" else x, targets, il, tl, reduction="none")
+            loss.sum().backward()
+            results.append((loss.detach(), x.grad))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])

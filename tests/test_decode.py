@@ -70,17 +70,18 @@ def test_op_outputs(device):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"log_probs": torch.zeros(5, 3)}, "floating \\(T, N, C\\)"),
-    ({"log_probs": torch.zeros(5, 2, 3, dtype=torch.long)}, "floating \\(T, N, C\\)"),
-    ({"log_probs": torch.zeros(2, 5, 3), "batch_first": True, "input_lengths": [5, 6]}, "\\[0, T = 5\\]"),
+    ({"log_probs": torch.zeros(5, 3)}, "log_probs must be a floating \\(T, N, C\\)"),
+    ({"log_probs": torch.zeros(5, 2, 3, dtype=torch.long)}, "log_probs must be a floating \\(T, N, C\\)"),
+    ({"log_probs": torch.zeros(2, 5, 3), "batch_first": True, "input_lengths": [5, 6]}, "input_lengths must lie in \\[0, T = 5\\]"),
     ({"blank": 3}, "blank = 3"),
-    ({"input_lengths": [5]}, "N = 2 integers"),
-    ({"input_lengths": [5, 6]}, "\\[0, T = 5\\]"),
+    ({"input_lengths": [5]}, "input_lengths must hold N = 2 integers"),
+    ({"input_lengths": [5, 6]}, "input_lengths must lie in \\[0, T = 5\\]"),
 ])
 def test_bad_input(kwargs, match):
     args = {"log_probs": torch.zeros(5, 2, 3), **kwargs}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as err:
         ctcx.greedy_decode(**args)
+    assert str(err.value).startswith("ctcx.greedy_decode: ")  # the function, then the argument by name
 
 
 def test_op_checks_raw_calls():

@@ -311,10 +311,12 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
         raise FileExistsError(f"{path} exists; resume it (--resume), pass --overwrite to start afresh, "
                               f"or choose another --out directory")
     procs = _Processes(config.device)
+    threads = torch.get_num_threads()  # config.threads applies to this run only
     try:
         return _train(config, saved, procs, path, progress, log, on_step)
     finally:
         procs.close()
+        torch.set_num_threads(threads)
 
 
 def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: Path, progress: bool,
