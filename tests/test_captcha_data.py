@@ -250,3 +250,17 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[55] == pytest.approx(0.5, abs=0.02) and lrs[-1] < 0.001
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+@pytest.mark.parametrize("pool_size", [0, 48])
+def test_worker_processes_draw_the_same_batches_as_the_main_process(pool_size):
+    """Sample i is a pure function of the seed and i, wherever it is drawn: the
+    batches read through a DataLoader worker equal those drawn in this process
+    (the captcha library's `secrets` is pointed at a seeded generator there too)."""
+    data = DrawnCaptchas(DrawSpec(DIGITS, 2, 3, (64, 32)), 0, "train", height=16)
+    kwargs = dict(batch_size=8, pool_size=pool_size, fresh_per_step=4, seed=7)
+    main_process = BatchStream(data, DIGITS, workers=0, **kwargs)
+    worker = BatchStream(data, DIGITS, workers=1, **kwargs)
+    for _ in range(3):
+        for a, b in zip(main_process.next(), worker.next()):
+            assert torch.equal(a, b)

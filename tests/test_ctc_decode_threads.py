@@ -17,7 +17,7 @@ def build(cxx, out, sanitize):
     flags = ["-fsanitize=thread", "-g", "-O1"] if sanitize else ["-O2"]
     cmd = [cxx, "-std=c++17", "-pthread", *flags, "-I", str(ROOT / "csrc" / "include"), str(SOURCE),
            "-o", str(out)]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 def run(exe):
