@@ -15,9 +15,11 @@ TORCH_LIBRARY(ctcx, m) {
   // Returns (loss (N,), grad). loss is float32 for half/bfloat16 inputs and
   // the input dtype otherwise. grad is d(sum_n w_n loss_n) / d log_probs,
   // (T, N, C) in the input dtype and layout; an empty (0,) tensor when
-  // grad_weights is None (no gradient work at all). Folding the reduction's
-  // weights into the kernel lets backward return grad as is for the usual
-  // loss.backward() (see ctcx/ops.py).
+  // grad_weights is None (no gradient work at all). On the CPU, folding the
+  // reduction's weights into the kernel lets backward return grad as is for
+  // the usual loss.backward(); on CUDA ctcx.ctc_loss calls it without
+  // grad_weights and backward calls it again with the incoming gradient as
+  // grad_weights, read on the device (see ctcx/ops.py).
   m.def(
       "ctc_loss(Tensor log_probs, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, int blank, bool zero_infinity, "

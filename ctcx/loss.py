@@ -130,8 +130,14 @@ def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengt
         weights = torch.ones(N, dtype=loss_dtype, device=x.device)
     # CUDA: values are checked here (the op never syncs); the CPU op checks them in C++.
     check_device_values(fn, x, targets, il, tl, blank, validate)
-    needs_grad = torch.is_grad_enabled() and x.requires_grad
-    loss, _ = op(x, targets, il, tl, blank, bool(zero_infinity), weights if needs_grad else None)
+    # On the CPU the gradient is computed in the forward pass, weights folded
+    # in, and loss.backward() returns it untouched (ctcx/ops.py checks for free
+    # that the incoming gradient is these weights). On CUDA that check would
+    # read device values, so the forward computes the loss only and backward
+    # runs the fused op once with the incoming gradient as the weights: one
+    # (T, N, C) gradient written once, no host sync, nothing held in between.
+    fold = torch.is_grad_enabled() and x.requires_grad and x.device.type == "cpu"
+    loss, _ = op(x, targets, il, tl, blank, bool(zero_infinity), weights if fold else None)
     if reduction == "none":
         return loss if batched else loss.squeeze(0)
     return (loss * weights).sum()

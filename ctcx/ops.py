@@ -43,11 +43,17 @@ def _plain_eager(*tensors) -> bool:
 
 def _ctc_loss_setup_context(ctx, inputs, output):
     _, grad = output
-    grad_weights = inputs[6]
+    x, targets, input_lengths, target_lengths, blank, zero_infinity, grad_weights = inputs
     ctx.mark_non_differentiable(grad)
     # Otherwise autograd fills a (T, N, C) zero tensor for grad's unused gradient.
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(grad, grad_weights)
+    ctx.blank, ctx.zero_infinity = blank, zero_infinity
+    if grad_weights is None:
+        # Loss only (ctcx.ctc_loss on CUDA): backward runs the op again with the
+        # incoming gradient as the weights.
+        ctx.save_for_backward(None, None, x, targets, input_lengths, target_lengths)
+    else:
+        ctx.save_for_backward(grad, grad_weights, None, None, None, None)
 
 
 DOUBLE_BACKWARD_MESSAGE = (
@@ -59,37 +65,44 @@ DOUBLE_BACKWARD_MESSAGE = (
 
 
 def _ctc_loss_backward(ctx, grad_loss, _grad_of_grad):
-    grad, weights = ctx.saved_tensors
+    grad, weights, x, targets, input_lengths, target_lengths = ctx.saved_tensors
     if grad_loss is None:
         return None, None, None, None, None, None, None
     # The engine runs backward with grad mode on exactly when create_graph=True.
-    # The stored gradient would then enter the graph as a constant and a second
+    # The gradient would then enter the graph as a constant and a second
     # derivative through it would be silently wrong: refuse instead.
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         raise RuntimeError(DOUBLE_BACKWARD_MESSAGE.format(op=ctx.op_name))
     if weights is None:
-        raise RuntimeError(
-            "the ctcx loss op ran without grad_weights, so it computed no gradient; pass "
-            "grad_weights (ctcx.ctc_loss does this whenever its input requires grad)")
+        # The forward computed the loss only: one more fused call computes
+        # d(sum_n grad_loss_n loss_n) / d input directly, the incoming gradient
+        # read on the device as the kernel's weights. One (T, N, C) tensor is
+        # written once; no value is read on the host, so this holds under
+        # torch.compile and CUDA-graph capture and never synchronizes.
+        weights = grad_loss.to(ctx.loss_dtype).contiguous()
+        _, grad = ctx.op(x, targets, input_lengths, target_lengths, ctx.blank, ctx.zero_infinity, weights)
+        return grad, None, None, None, None, None, None
     # grad already holds sum_n w_n d loss_n / d input. For loss.backward()
     # through ctcx.ctc_loss's reductions grad_loss equals w exactly, and grad is
-    # returned without touching it; otherwise one pass rescales it.
+    # returned without touching it (a free check on CPU tensors); otherwise one
+    # pass rescales it.
     if _plain_eager(grad, grad_loss, weights) and torch.equal(grad_loss, weights):
         return grad, None, None, None, None, None, None
     scale = (grad_loss / weights).to(grad.dtype)
     return scale.view(1, -1, 1) * grad, None, None, None, None, None, None
 
 
-def _setup_context_of(public_name):
+def _setup_context_of(public_name, op):
     def setup_context(ctx, inputs, output):
-        ctx.op_name = public_name
+        ctx.op_name, ctx.op, ctx.loss_dtype = public_name, op, output[0].dtype
         _ctc_loss_setup_context(ctx, inputs, output)
     return setup_context
 
 
-for _name, _public in zip(FUSED_LOSS_OPS, ("ctcx.ctc_loss", "ctcx.ctc_loss_with_logits")):
+for _name, _public, _op in zip(FUSED_LOSS_OPS, ("ctcx.ctc_loss", "ctcx.ctc_loss_with_logits"),
+                               (torch.ops.ctcx.ctc_loss.default, torch.ops.ctcx.ctc_loss_with_logits.default)):
     torch.library.register_fake(_name)(_ctc_loss_fake)
-    torch.library.register_autograd(_name, _ctc_loss_backward, setup_context=_setup_context_of(_public))
+    torch.library.register_autograd(_name, _ctc_loss_backward, setup_context=_setup_context_of(_public, _op))
 
 
 @torch.library.register_fake("ctcx::ctc_greedy_decode")

@@ -371,3 +371,22 @@ def test_one_and_two_threads_give_identical_results(kind):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("op", ["ctc_loss", "ctc_loss_with_logits"])
+def test_loss_only_call_differentiates_by_a_second_fused_call(op):
+    """The op called without grad_weights computes the loss only (what
+    ctcx.ctc_loss does on CUDA); backward then runs it once more with the
+    incoming gradient as the weights. Any incoming gradient (negative, zero,
+    per sample), retain_graph and a second backward all give the true gradient."""
+    logits, targets, il, tl = random_case(12, 4, 6, 4, seed=24)
+    x = logits.detach().requires_grad_()
+    inp = x.log_softmax(-1) if op == "ctc_loss" else x
+    loss, grad = getattr(torch.ops.ctcx, op)(inp, targets, il, tl, 0, False, None)
+    assert grad.numel() == 0  # nothing computed or held for the gradient in the forward
+    x64 = logits.detach().requires_grad_()
+    ref = F.ctc_loss(x64.log_softmax(-1), targets, il, tl, reduction="none")
+    for g_out in (torch.ones(4, dtype=torch.float64), torch.tensor([2.0, -1.0, 0.0, 0.5], dtype=torch.float64)):
+        (g,) = torch.autograd.grad(loss, x, g_out, retain_graph=True)
+        (g_ref,) = torch.autograd.grad(ref, x64, g_out, retain_graph=True)
+        torch.testing.assert_close(g, g_ref)

@@ -276,6 +276,34 @@ def test_no_host_sync_with_host_targets_and_lengths():
         assert flat.shape == (x.shape[1],) and flat.is_cuda
 
 
+def test_backward_writes_one_gradient_tensor_and_the_forward_none():
+    """On CUDA the forward computes the loss only and backward runs the fused op
+    once with the incoming gradient as weights: no (T, N, C) gradient lives
+    between forward and backward, and backward adds one (T, N, C) tensor (the
+    gradient itself), not a second one for a rescale."""
+    T, N, C, S = 50, 16, 5000, 10
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(T, N, C, generator=g).cuda().requires_grad_()
+    targets = torch.randint(1, C, (N, S), generator=g).cuda()
+    il, tl = torch.full((N,), T).cuda(), torch.full((N,), S).cuda()
+    tnc = x.numel() * x.element_size()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    loss = ctcx.ctc_loss_with_logits(x, targets, il, tl, validate=False)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() - before < tnc // 10
+    torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
+    loss.backward()
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - start < 1.2 * tnc
+    ref_x = x.detach().cpu().requires_grad_()
+    ref = ctcx.ctc_loss_with_logits(ref_x, targets.cpu(), il.cpu(), tl.cpu())
+    ref.backward()
+    torch.testing.assert_close(loss.cpu(), ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(x.grad.cpu(), ref_x.grad, rtol=1e-4, atol=5e-5)
+
+
 def test_graph_capture_refuses_host_lengths():
     """A captured copy from host memory would replay the captured values, so
     host targets or lengths are refused during capture, naming the argument."""
