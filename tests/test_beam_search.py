@@ -268,7 +268,13 @@ def test_batch_first_and_dtypes(device):
     for dtype in (torch.float16, torch.bfloat16):
         low = ctcx.beam_search(lp.to(device, dtype), beam_width=5, top_k=2)
         assert low.scores.dtype == torch.float32
-        assert low.scores[:, 0] == pytest.approx(base.scores[:, 0].cpu(), abs=0.1)
+        # half inputs are read into float32 exactly: the same search as on the
+        # rounded values given in float32, tokens, scores and timesteps alike
+        widened = ctcx.beam_search(lp.to(dtype).float().to(device), beam_width=5, top_k=2)
+        for a, b in zip(low, widened):
+            assert torch.equal(a, b)
+        # and the rounding of the input moves the best score by ~T * eps(dtype) at most
+        assert low.scores[:, 0].cpu() == pytest.approx(base.scores[:, 0].cpu(), abs=10 * 7 * torch.finfo(dtype).eps)
 
 
 def test_blank_skip_threshold_is_a_lower_bound(device):
@@ -298,6 +304,10 @@ def test_nan_and_inf_inputs_are_safe(device):
     result = ctcx.beam_search(lp.to(device), beam_width=6, top_k=6)
     assert all(2 not in h[0] for h in hypotheses(result, 1))
     assert not torch.isnan(result.scores).any()
+    # NaN counts as impossible: exactly the result of -inf in its place
+    same = ctcx.beam_search(lp.nan_to_num(nan=NEG_INF).to(device), beam_width=6, top_k=6)
+    for a, b in zip(result, same):
+        assert torch.equal(a, b)
 
 
 def test_deterministic_with_ties(device):
@@ -306,6 +316,13 @@ def test_deterministic_with_ties(device):
     b = ctcx.beam_search(lp.to(device), beam_width=16, top_k=16)
     for x, y in zip(a, b):
         assert torch.equal(x, y)
+    # The pinned tie order (equal scores: the fixed candidate ids of
+    # csrc/include/ctcx/ctc_decode.h, tokens by index), the same on every device.
+    want = [[1, 2, 1], [1, 2, 3], [1, 2, 4], [1, 3, 1], [1, 2, 1, 2], [1, 2, 1, 3], [1, 2, 1, 4],
+            [1, 2, 3, 1], [1, 2, 3, 2], [1, 2, 3, 4], [1, 2, 4, 1], [1, 2, 4, 2], [1, 2, 4, 3],
+            [1, 3, 1, 2], [1, 3, 1, 3], [1, 3, 1, 4]]
+    for n in range(2):
+        assert [list(h[0]) for h in hypotheses(a, n)] == want
 
 
 def test_greedy_agrees_with_beam_one_on_peaked_input(device):
@@ -410,3 +427,13 @@ def test_opcheck_and_compile(device):
     compiled = torch.compile(decode, backend="aot_eager", fullgraph=True)
     for a, b in zip(compiled(lp), decode(lp)):
         assert torch.equal(a, b)
+
+
+def test_beam_width_1024_is_exact(device):
+    """The largest beam: with every labelling of 3 frames over 7 tokens (400 of
+    them) in the beam, the top 64 are the brute-force top 64."""
+    lp = random_log_probs(3, 2, 8, seed=31, scale=1.0)
+    result = ctcx.beam_search(lp.to(device), beam_width=1024, top_k=64)
+    for n in range(2):
+        want = ctc_decode_brute_force(lp[:, n], 0, 0, None, None)[:64]
+        assert_same_ranking([h[:2] for h in hypotheses(result, n)], want, 1e-9)

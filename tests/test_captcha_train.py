@@ -1,4 +1,5 @@
 """Captcha trainer run side: training, exact resume, DDP, evaluation, prediction, ONNX export, CLI."""
+import copy
 import csv
 import os
 import signal
@@ -201,11 +202,18 @@ def test_onnx_export_matches_torch_with_dynamic_batch_and_width(trained, tmp_pat
     assert reader.charset == config.charset and reader.preprocess["height"] == config.input_height
     pil = [draw_captcha(spec, 2, "onnx", i)[0] for i in range(12)]
     assert reader.read(pil) == [p.text for p in predict(trained.model, images[:12], config.charset)]
+    # The check catches a real mismatch: the graph of this model against another model's weights.
+    other = copy.deepcopy(trained.model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with pytest.raises(AssertionError, match="onnxruntime (logits differ from torch|reads)"):
+        check_onnx(path, other, config.charset, images)
 
 
 # ---- command line ------------------------------------------------------------------------------
 
-def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys):
+def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys, monkeypatch):
     folder = tmp_path / "imgs"
     assert main(["generate", str(folder), "--count", "12", "--charset", "digits", "--length", "1-2",
                  "--image-size", "64x32", "--workers", "0"]) == 0
@@ -220,6 +228,23 @@ def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys):
     # onnxruntime is a pinned dependency (requirements.txt): the check always runs
     assert main(["export", "-c", checkpoint, "-o", str(tmp_path / "m.onnx"), "--check-dir", str(folder)]) == 0
     assert "onnxruntime matches torch on 12 images" in capsys.readouterr().out
+    # An export that onnxruntime does not reproduce (here: the graph of other
+    # weights) fails the command with exit code 1 and says why.
+    from ctcx.captcha import export
+
+    real_export = export.export_onnx
+
+    def export_other_weights(model, *args, **kwargs):
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in other.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return real_export(other, *args, **kwargs)
+
+    monkeypatch.setattr(export, "export_onnx", export_other_weights)
+    assert main(["export", "-c", checkpoint, "-o", str(tmp_path / "bad.onnx"), "--check-dir", str(folder)]) == 1
+    captured = capsys.readouterr()
+    assert "onnxruntime" in captured.out + captured.err
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
@@ -304,3 +329,16 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path):
     assert read_checkpoint(path)["step"] == 1
     assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.arange(4.0))
     assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
+
+
+def test_amp_fp16_trains_with_a_gradient_scaler(tmp_path):
+    """--amp fp16: float16 autocast and a GradScaler, whose state is checkpointed;
+    the run trains (finite weights) and its checkpoint loads."""
+    config = tiny(tmp_path / "fp16", steps=6, eval_every=6, save_every=3, amp="fp16")
+    result = run(config)
+    saved = read_checkpoint(result.checkpoint)
+    assert saved["config"]["amp"] == "fp16" and saved["step"] == 6
+    assert saved["scaler"] and "scale" in saved["scaler"]  # an enabled GradScaler's state
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    model, _, _ = load_checkpoint(result.checkpoint, "cpu")
+    assert model is not None
