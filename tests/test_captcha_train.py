@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +343,58 @@ def test_amp_fp16_trains_with_a_gradient_scaler(tmp_path):
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
     model, _, _ = load_checkpoint(result.checkpoint, "cpu")
     assert model is not None
+
+
+RESUME_VARIANTS = {
+    "sigterm": {},
+    "worker processes": {"workers": 1},
+    "fresh batches": {"pool_size": 0},
+    "bf16": {"amp": "bf16"},
+    "folder with augment": {"augment": True},
+}
+
+
+@pytest.mark.parametrize("variant", list(RESUME_VARIANTS))
+def test_exact_resume_in_every_data_and_precision_mode(tmp_path, variant):
+    """Stopped by a signal at step 13 and resumed, a run ends with the weights
+    of one never stopped: with SIGTERM, DataLoader workers, fresh batches,
+    bf16 autocast, and folder data with augmentation."""
+    overrides = dict(RESUME_VARIANTS[variant])
+    if variant == "folder with augment":
+        assert main(["generate", str(tmp_path / "data"), "--count", "48", "--charset", "digits", "--length", "2",
+                     "--image-size", "64x32", "--workers", "0"]) == 0
+        overrides.update(data_dir=str(tmp_path / "data"), val_split=0.25)
+    sig = signal.SIGTERM if variant == "sigterm" else signal.SIGINT
+    straight = run(tiny(tmp_path / "straight", steps=20, **overrides))
+
+    def interrupt(step):
+        if step == 13:
+            os.kill(os.getpid(), sig)  # handled at the step boundary: saved at step 13
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(tmp_path / "stopped", steps=20, **overrides), on_step=interrupt)
+    assert read_checkpoint(tmp_path / "stopped/checkpoint.pt")["step"] == 13
+    resumed = run(tiny(tmp_path / "stopped", steps=20, **overrides), resume=True)
+    assert same_weights(resumed.model, straight.model)
+
+
+def test_sigterm_stops_the_command_with_exit_code_130_and_a_resumable_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(TRAIN), "--steps", "100000", "--batch-size", "8", "--pool-size", "32",
+                             "--fresh-per-step", "2", "--workers", "0", "--threads", "1", "--eval-size", "8",
+                             "--eval-every", "100000", "--save-every", "100000", "--rnn-hidden", "16",
+                             "--conv-channels", "8,16,16,16", "--image-size", "64x32", "--no-progress",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "log.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)  # well into training
+        proc.send_signal(signal.SIGTERM)
+        printed, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "stopped by SIGTERM" in printed + err and "--resume" in printed + err
+    saved = read_checkpoint(out / "checkpoint.pt")
+    assert 0 < saved["step"] < 100000 and not saved["complete"]
