@@ -81,6 +81,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_or_ctrl_c_continues_exactly(tmp_path):
     """dropout and 2 GRU layers: the torch RNG matters; the pool is refilled by redrawing."""
     config = dict(dropout=0.1, rnn_layers=2, charset="digits", min_length=3, max_length=4)
@@ -144,6 +145,7 @@ def test_folder_training_infers_charset_splits_and_reports_unknown_characters(tm
     assert split.evaluations["greedy"].count == 10 and any("into 30 for training and 10" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN),
@@ -157,6 +159,26 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert saved["complete"] and saved["step"] == 6 and len(saved["streams"]) == 2
     assert [s["consumed"] for s in saved["streams"]] == [32 + 6 * 4] * 2
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "curves.png", "log.csv"]
+    # Every rank ended with the same weights (each hashed its own; the trainer
+    # compares them and fails the run otherwise), and rank 0 saved exactly those.
+    from ctcx.captcha.train import weights_digest
+
+    printed = done.stderr + done.stdout
+    assert "weights identical on all 2 processes" in printed
+    model, _, _ = load_checkpoint(out / "checkpoint.pt")
+    assert f"(sha256 {weights_digest(model)[:16]})" in printed
+    # A run written by 2 processes is resumed by 2, not 1: its stream and RNG
+    # states are per process. (The checkpoint is made unfinished to get there.)
+    from ctcx.captcha.checkpoint import save_checkpoint
+
+    save_checkpoint(out / "checkpoint.pt", {**{k: v for k, v in saved.items() if k != "format"},
+                                            "complete": False, "step": 3})
+    config = config_from_args(build_parser().parse_args(
+        ["--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--workers", "0",
+         "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--eval-size", "16", "--save-every", "3",
+         "--threads", "1", "--out", str(out)]))
+    with pytest.raises(ValueError, match="was written by 2 processes; resume it with as many \\(this run has 1\\)"):
+        run(config, resume=True)
 
 
 # ---- prediction, evaluation --------------------------------------------------------------------
@@ -354,6 +376,7 @@ RESUME_VARIANTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(RESUME_VARIANTS))
 def test_exact_resume_in_every_data_and_precision_mode(tmp_path, variant):
     """Stopped by a signal at step 13 and resumed, a run ends with the weights
@@ -378,6 +401,7 @@ def test_exact_resume_in_every_data_and_precision_mode(tmp_path, variant):
     assert same_weights(resumed.model, straight.model)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_command_with_exit_code_130_and_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(TRAIN), "--steps", "100000", "--batch-size", "8", "--pool-size", "32",

@@ -8,6 +8,7 @@ import pytest
 TOOL = Path(__file__).resolve().parent.parent / "tools" / "check_cuda_compile.py"
 
 
+@pytest.mark.slow
 def test_cuda_sources_compile():
     proc = subprocess.run([sys.executable, str(TOOL), "--jobs", "2"], capture_output=True, text=True,
                           timeout=900)

@@ -35,6 +35,8 @@ import torch
 
 import ctcx  # noqa: F401  (registers the CPU ops compared against)
 
+pytestmark = pytest.mark.slow  # builds and runs the kernels twice: about 2.5 min on 2 cores
+
 ROOT = Path(__file__).resolve().parent.parent
 EMU = ROOT / "tests" / "cuda_emu"
 CUDA_DIR = ROOT / "csrc" / "cuda"

@@ -9,6 +9,7 @@ the dtype autocast gives them (bf16 with ``amp="bf16"``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import random
@@ -215,6 +216,32 @@ class _Processes:
     def close(self) -> None:
         if self.started:
             dist.destroy_process_group()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's parameters, bit for bit (names, dtypes, shapes,
+    values). Buffers are left out: under DDP each process's last forward pass
+    updates its own batch-norm statistics after rank 0's were broadcast."""
+    h = hashlib.sha256()
+    for name, value in model.named_parameters():
+        t = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(value.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _check_replicas_agree(model: torch.nn.Module, procs: "_Processes", log: Callable[[str], None]) -> None:
+    """Under DDP every process must end with the same weights (gradients are
+    all-reduced every step); a difference means the processes trained apart,
+    and is an error rather than a checkpoint of one of them."""
+    if procs.world == 1:
+        return
+    digests = procs.gather(weights_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError("the processes ended with different weights (sha256 per rank: "
+                           + ", ".join(d[:12] for d in digests) + "): their gradients were not all-reduced")
+    if procs.main:
+        log(f"weights identical on all {procs.world} processes (sha256 {digests[0][:16]})")
 
 
 class _StopRequest:
@@ -451,6 +478,7 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         stop.restore()
         stream.close()
 
+    _check_replicas_agree(model, procs, log)
     metrics: Dict[str, float] = {}
     if procs.main and data.val_labels:
         for decoder in config.decoders:
