@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import os
 import re
 import shutil
@@ -37,16 +38,18 @@ CMAKE_MACROS_STUB = "#define C10_CUDA_BUILD_SHARED_LIBS\n"
 
 
 def cuda_include_dir(nvcc: str) -> str | None:
-    """The toolkit's include directory, as nvcc itself reports it."""
-    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
-                         capture_output=True, text=True).stderr
-    match = re.search(r'INCLUDES="-I([^"]+?)"', out)
-    if match and (Path(match.group(1)) / "cuda_runtime_api.h").is_file():
-        return os.path.normpath(match.group(1))
-    candidate = Path(nvcc).resolve().parent.parent / "include"
-    return str(candidate) if (candidate / "cuda_runtime_api.h").is_file() else None
+    """The include directory of the toolkit `nvcc` belongs to, found as setup.py finds it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ctcx_setup", ROOT / "setup.py")
+    setup_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup_py)  # defines, does not build: __name__ is not __main__
+    root = setup_py.toolkit_of_nvcc(nvcc)
+    include = Path(root) / "include" if root else None
+    return str(include) if include and (include / "cuda_runtime_api.h").is_file() else None
 
 
+@functools.lru_cache(maxsize=None)
 def cxx_standard() -> str:
     """The C++ standard torch.utils.cpp_extension compiles the installed torch's
     extensions with (C++20 from torch 2.13 on, C++17 before)."""

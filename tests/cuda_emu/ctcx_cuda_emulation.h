@@ -395,7 +395,6 @@ struct LaunchStats {
   long launches = 0;
   long blocks = 0;
   int max_threads = 0;
-  size_t max_dynamic_shared = 0;
   std::vector<std::pair<long, long>> shapes;  // (blocks, threads per block) of every launch
 };
 inline LaunchStats& stats() {
@@ -506,7 +505,6 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shar
     ++s.launches;
     s.blocks += static_cast<long>(grid.x) * grid.y * grid.z;
     s.max_threads = std::max(s.max_threads, static_cast<int>(threads));
-    s.max_dynamic_shared = std::max(s.max_dynamic_shared, shared_bytes);
     s.shapes.emplace_back(static_cast<long>(grid.x) * grid.y * grid.z, threads);
   }
   // Kernel parameters are copied once, as into the GPU's constant bank.

@@ -152,18 +152,24 @@ void run_loss(const std::string& dir, const Case& c) {
   std::printf("alpha_shared_bytes=%zu ", layout.alpha_shared_bytes);
 }
 
+// The fields GreedyDecodeParams and BeamSearchParams share.
+template <typename Params>
+void read_decode_shape(Params& p, const Case& c, const Buffer& input_lengths) {
+  p.T = num(c, "T");
+  p.N = num(c, "N");
+  p.C = num(c, "C");
+  p.stride_t = num(c, "stride_t");
+  p.stride_n = num(c, "stride_n");
+  p.input_lengths = input_lengths.as<int64_t>();
+}
+
 template <typename scalar_t>
 void run_greedy(const std::string& dir, const Case& c) {
   const auto input = load(dir, "input");
   const auto il = load(dir, "input_lengths");
   ctcx::cuda::GreedyDecodeParams<scalar_t> p{};
   p.log_probs = input->as<scalar_t>();
-  p.T = num(c, "T");
-  p.N = num(c, "N");
-  p.C = num(c, "C");
-  p.stride_t = num(c, "stride_t");
-  p.stride_n = num(c, "stride_n");
-  p.input_lengths = il->as<int64_t>();
+  read_decode_shape(p, c, *il);
   p.blank = num(c, "blank");
   Buffer tokens(static_cast<size_t>(p.N * p.T) * sizeof(int64_t), 21);
   Buffer lengths(static_cast<size_t>(p.N) * sizeof(int64_t), 22);
@@ -183,12 +189,7 @@ void run_beam(const std::string& dir, const Case& c) {
   const auto il = load(dir, "input_lengths");
   ctcx::cuda::BeamSearchParams<scalar_t> p{};
   p.log_probs = input->as<scalar_t>();
-  p.T = num(c, "T");
-  p.N = num(c, "N");
-  p.C = num(c, "C");
-  p.stride_t = num(c, "stride_t");
-  p.stride_n = num(c, "stride_n");
-  p.input_lengths = il->as<int64_t>();
+  read_decode_shape(p, c, *il);
   p.cfg = ctcx::decode::make_config(num(c, "beam_width"), p.T, p.C, num(c, "blank"),
                                     num(c, "min_length"), num(c, "max_length"));
   p.top_k = static_cast<int32_t>(num(c, "top_k"));
