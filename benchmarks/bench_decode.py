@@ -2,6 +2,7 @@
 
     python benchmarks/bench_decode.py                  # CPU: B=32, T=500, C in {32, 1000}, beam 10
     python benchmarks/bench_decode.py --device cuda    # GPU: beams 10 and 64, C=1000
+    python benchmarks/bench_decode.py --device cuda --quick   # what tools/gpu_check.py runs
     python benchmarks/bench_decode.py --classes 32 --batch 8 --peer-budget 20
 
 Inputs: "peaked" random posteriors, log_softmax(scale * N(0, 1) logits) with
@@ -25,6 +26,9 @@ GPU peer (``--device cuda``): torchaudio's ``cuda_ctc_decoder`` with
 blank_skip_threshold 1.0 (no skipping, as ctcx by default) and 0.95 (its
 default; ctcx then uses the same threshold), beams 10 and 64, against ctcx
 CUDA and ctcx CPU. Times are wall-clock medians with the GPU synchronized.
+
+``--quick``: 3 timed runs and a 10-second peer budget unless given;
+``--dry-run`` prints the plan and exits.
 """
 from __future__ import annotations
 
@@ -202,16 +206,27 @@ def main(argv=None) -> None:
     parser.add_argument("--beam", type=int, default=10, help="beam width on the CPU")
     parser.add_argument("--cuda-beams", type=int, nargs="+", default=[10, 64])
     parser.add_argument("--scale", type=float, default=5.0, help="logit scale: larger is more peaked")
-    parser.add_argument("--repeats", type=int, default=5, help="timed ctcx runs (median taken)")
-    parser.add_argument("--peer-budget", type=float, default=60.0,
-                        help="seconds a slow CPU peer may spend before its time is extrapolated")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed ctcx runs, median taken (default 5; 3 with --quick)")
+    parser.add_argument("--peer-budget", type=float, default=None,
+                        help="seconds a slow CPU peer may spend before its time is extrapolated "
+                             "(default 60; 10 with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="3 repeats and a 10-second peer budget")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.classes = args.classes or ([32, 1000] if args.device == "cpu" else [1000])
+    args.repeats = args.repeats or (3 if args.quick else 5)
+    args.peer_budget = args.peer_budget if args.peer_budget is not None else (10.0 if args.quick else 60.0)
     print(f"ctcx {ctcx.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"seconds for the whole batch; * = extrapolated from the samples decoded within --peer-budget")
+    print(f"device={args.device} B={args.batch} T={args.frames} C={args.classes} "
+          f"beams={args.cuda_beams if args.device == 'cuda' else [args.beam]} repeats={args.repeats} "
+          f"peer_budget={args.peer_budget}")
+    if args.dry_run:
+        return
     (bench_cpu if args.device == "cpu" else bench_cuda)(args)
 
 
