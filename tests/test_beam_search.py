@@ -130,6 +130,27 @@ def test_token_restriction_equals_reference(device, C, beam):
             assert [h[1] for h in got] == pytest.approx([h[1] for h in want], abs=1e-9)
 
 
+def test_token_restriction_keeps_ranks_past_beam_width(device):
+    """Why the 2 beam_width best tokens, not beam_width: after two frames the
+    beam of 2 holds "a" (best, its mass split between ending in blank and in
+    a) and "ab". The third frame's best tokens are a (its REP and STAY each
+    get half of "a") and b (merged into "ab"), so "a" + the third-best token c
+    beats both halves and is second: a list of 2 tokens would miss it."""
+    probs = torch.tensor([
+        # blank  a     b     c     d     e     f      g
+        [0.05, 0.90, 0.01, 0.01, 0.01, 0.01, 0.005, 0.005],
+        [0.40, 0.40, 0.15, 0.01, 0.01, 0.01, 0.01, 0.01],
+        [0.05, 0.30, 0.29, 0.28, 0.02, 0.02, 0.02, 0.02],
+    ], dtype=torch.float64)
+    lp = probs.log().unsqueeze(1)
+    got = hypotheses(ctcx.beam_search(lp.to(device), beam_width=2, top_k=2), 0)
+    want = prefix_beam_search_reference(lp[:, 0], 2, 0, 0, None)
+    assert [h[0] for h in want] == [(1, 2), (1, 3)]
+    assert [h[0] for h in got] == [h[0] for h in want]
+    assert [h[2] for h in got] == [h[2] for h in want] == [(0, 2), (0, 2)]
+    assert [h[1] for h in got] == pytest.approx([h[1] for h in want], abs=1e-9)
+
+
 def test_large_beam_and_vocabulary_exact_on_one_frame(device):
     """beam_width 512, C = 8192: on one frame the hypotheses are the empty
     one (the blank) and every single token, so the top 512 are known."""
@@ -300,6 +321,7 @@ def test_blank_skip_threshold_is_a_lower_bound(device):
 def test_nan_and_inf_inputs_are_safe(device):
     lp = random_log_probs(6, 2, 5, seed=13)
     lp[2, 0, 3] = float("nan")
+    lp[4, 0, 0] = float("nan")  # the blank: every prefix of the beam meets this one
     lp[:, 1, 2] = NEG_INF
     result = ctcx.beam_search(lp.to(device), beam_width=6, top_k=6)
     assert all(2 not in h[0] for h in hypotheses(result, 1))
@@ -430,10 +452,12 @@ def test_opcheck_and_compile(device):
 
 
 def test_beam_width_1024_is_exact(device):
-    """The largest beam: with every labelling of 3 frames over 7 tokens (400 of
-    them) in the beam, the top 64 are the brute-force top 64."""
-    lp = random_log_probs(3, 2, 8, seed=31, scale=1.0)
-    result = ctcx.beam_search(lp.to(device), beam_width=1024, top_k=64)
+    """The largest beam: every labelling of 4 frames over 6 tokens (1003 of
+    them, more than a beam of 512 holds) stays in the beam, so all 1024 rows
+    are the brute-force ranking, then padding."""
+    lp = random_log_probs(4, 2, 7, seed=31, scale=1.0)
+    result = ctcx.beam_search(lp.to(device), beam_width=1024, top_k=1024)
     for n in range(2):
-        want = ctc_decode_brute_force(lp[:, n], 0, 0, None, None)[:64]
+        want = ctc_decode_brute_force(lp[:, n], 0, 0, None, None)
+        assert len(want) == 1003
         assert_same_ranking([h[:2] for h in hypotheses(result, n)], want, 1e-9)

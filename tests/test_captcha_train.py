@@ -362,6 +362,13 @@ def test_amp_fp16_trains_with_a_gradient_scaler(tmp_path):
     saved = read_checkpoint(result.checkpoint)
     assert saved["config"]["amp"] == "fp16" and saved["step"] == 6
     assert saved["scaler"] and "scale" in saved["scaler"]  # an enabled GradScaler's state
+    # The loss reaching backward is scaled: at the initial scale of 2**16 some
+    # fp16 gradients of this run overflow (they reach 2 to 4), and each such
+    # step is skipped and halves the scale. Backpropagating the unscaled loss
+    # would skip none and keep 2**16.
+    (taken,) = {int(state["step"]) for state in saved["optimizer"]["state"].values()}
+    skipped = 6 - taken
+    assert skipped >= 1 and saved["scaler"]["scale"] == 2.0 ** (16 - skipped)
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
     model, _, _ = load_checkpoint(result.checkpoint, "cpu")
     assert model is not None
@@ -372,6 +379,7 @@ RESUME_VARIANTS = {
     "worker processes": {"workers": 1},
     "fresh batches": {"pool_size": 0},
     "bf16": {"amp": "bf16"},
+    "fp16": {"amp": "fp16"},
     "folder with augment": {"augment": True},
 }
 
@@ -381,7 +389,8 @@ RESUME_VARIANTS = {
 def test_exact_resume_in_every_data_and_precision_mode(tmp_path, variant):
     """Stopped by a signal at step 13 and resumed, a run ends with the weights
     of one never stopped: with SIGTERM, DataLoader workers, fresh batches,
-    bf16 autocast, and folder data with augmentation."""
+    bf16 autocast, fp16 autocast (the gradient scaler's state resumes too),
+    and folder data with augmentation."""
     overrides = dict(RESUME_VARIANTS[variant])
     if variant == "folder with augment":
         assert main(["generate", str(tmp_path / "data"), "--count", "48", "--charset", "digits", "--length", "2",
