@@ -1,26 +1,39 @@
 """ctcx.beam_search vs other CTC beam search decoders, side by side in one process.
 
-    python benchmarks/bench_decode.py                  # CPU: B=32, T=500, C in {32, 1000}, beam 10
+    python benchmarks/bench_decode.py                  # CPU: every workload below, beam 10
+    python benchmarks/bench_decode.py --workloads captcha --checkpoint runs/default/checkpoint.pt
     python benchmarks/bench_decode.py --device cuda    # GPU: beams 10 and 64, C=1000
     python benchmarks/bench_decode.py --device cuda --quick   # what tools/gpu_check.py runs
-    python benchmarks/bench_decode.py --classes 32 --batch 8 --peer-budget 20
 
-Inputs: "peaked" random posteriors, log_softmax(scale * N(0, 1) logits) with
-a fixed seed, blank = 0, every sample T frames. No language model anywhere.
+CPU workloads (blank = 0, no language model anywhere):
+- ``random``: B=32, T=500, C in --classes (default 32 and 1000), "peaked"
+  random posteriors log_softmax(scale * N(0, 1) logits), fixed seed;
+- ``captcha``: real posteriors, the CRNN of --checkpoint applied to the 2000
+  images of ../shared/data/captcha-36x4 (which no run trains on): T=21, C=37.
+  Without --checkpoint, runs/default/checkpoint.pt (the trainer's default
+  run) when it exists, else a small model the benchmark trains once
+  (``--preset tiny``, 1500 steps, a few minutes; kept in runs/bench-decode).
+  Skipped with a note when the shared set is absent.
 
-CPU peers (skipped with a note when not installed: ``pip install pyctcdecode
-fast-ctc-decode``):
-- pyctcdecode (``decode``, beam_width=10, its default pruning: tokens below
-  log-prob -5 and beams 10 nats behind are dropped), serially, and on a
-  ``multiprocessing`` pool with one process per core (``decode_batch``);
-- fast-ctc-decode (``beam_search``, beam_size=10, its default
-  beam_cut_threshold 0.0), serially, on probabilities.
-ctcx runs with torch's thread count (one sample per thread) and with one
-thread, so every peer is compared at equal cores. A slow peer decodes only
-as many samples as fit in --peer-budget seconds; its time is then scaled to
-the whole batch and marked "*". Top-1 agreement is with pyctcdecode (its
-pruning makes a few differences expected; correctness is judged against a
-brute-force oracle in tests/test_beam_search.py, not against peers).
+CPU decoders, all at beam width 10 (a missing one is skipped with a note;
+``pip install pyctcdecode==0.5.0 fast-ctc-decode==0.3.7 fast-ctc-decoder==0.3.9
+ctc-beam-decoder==0.2.0 flashlight-text==0.0.7``):
+- ctcx.beam_search at torch's thread count (one sample per thread) and at one;
+- pyctcdecode (``decode``; its default pruning: tokens below log-prob -5 and
+  beams 10 nats behind dropped), serially and on a pool of one process per core;
+- ctc-beam-decoder (C++, pyctcdecode's interface and default pruning);
+- fast-ctc-decode (Rust, its default beam_cut_threshold 0) and
+  fast-ctc-decoder (its successor, beam_cut_threshold 1e-6), on probabilities;
+- flashlight-text's lexicon-free decoder (torchaudio's CPU CTC decoder): CTC
+  criterion, log-add merging, a zero LM, every token considered, no threshold.
+Every peer runs on one thread, so "ctcx speedup" (peer / ctcx at one thread)
+compares equal cores. A slow peer decodes only the samples that fit in
+--peer-budget seconds; its time is then scaled to the batch and marked "*".
+Each decoder's top-1 is scored by its exact log-probability, log P(labelling
+| x) by the CTC forward algorithm (``ctcx.ctc_loss`` in float64): "mean log P"
+and the share of answers equal to ctcx's say whether a faster peer gave the
+same answers; "better" counts samples where its answer is more probable than
+ctcx's.
 
 GPU peer (``--device cuda``): torchaudio's ``cuda_ctc_decoder`` with
 blank_skip_threshold 1.0 (no skipping, as ctcx by default) and 0.95 (its
@@ -33,10 +46,14 @@ CUDA and ctcx CPU. Times are wall-clock medians with the GPU synchronized.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import multiprocessing
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 import torch
@@ -74,87 +91,191 @@ def ctcx_top1(lp: torch.Tensor, labels: Sequence[str], **kwargs) -> List[str]:
     return [s[0] for s in ctcx.decode_strings(result.tokens, result.lengths, labels[1:])]
 
 
-def timed_subset(decode_one: Callable[[int], str], B: int, budget: float):
+def timed_subset(decode_one: Callable[[int], List[int]], B: int, budget: float):
     """Decode samples one by one until the budget is spent; returns (seconds
-    scaled to B samples, decoded texts, whether it was scaled)."""
-    texts = []
+    scaled to B samples, decoded token lists, whether it was scaled)."""
+    out = []
     start = time.perf_counter()
-    while len(texts) < B:
-        texts.append(decode_one(len(texts)))
+    while len(out) < B:
+        out.append(decode_one(len(out)))
         if time.perf_counter() - start > budget:
             break
     elapsed = time.perf_counter() - start
-    return elapsed * B / len(texts), texts, len(texts) < B
+    return elapsed * B / len(out), out, len(out) < B
 
 
-def agreement(a: Sequence[str], b: Sequence[str]) -> str:
+def agreement(a: Sequence, b: Sequence) -> str:
     n = min(len(a), len(b))
     return f"{100.0 * sum(x == y for x, y in zip(a, b)) / n:.1f}% of {n}" if n else "-"
 
 
-def row(name: str, threads, seconds: float, scaled: bool = False, speedup: str = "",
-        agree: str = "") -> None:
-    t = f"{seconds:.3f}{'*' if scaled else ' '}"
-    print(f"  {name:<34} {str(threads):>7} {t:>10} {speedup:>22} {agree:>18}", flush=True)
+def exact_log_probs(lp: torch.Tensor, answers: Sequence[Sequence[int]]) -> torch.Tensor:
+    """log P(answer_b | x_b) (the CTC forward algorithm, float64) for the
+    first len(answers) samples of lp (B, T, C)."""
+    n = len(answers)
+    longest = max([len(a) for a in answers] + [1])
+    targets = torch.zeros(n, longest, dtype=torch.long)
+    for i, a in enumerate(answers):
+        targets[i, :len(a)] = torch.tensor(a, dtype=torch.long)
+    x = lp[:n].double().transpose(0, 1)
+    return -ctcx.ctc_loss(x, targets, [lp.shape[1]] * n, [len(a) for a in answers], reduction="none")
 
 
-def header(what: str) -> None:
-    print(f"\n{what}")
-    print(f"  {'decoder':<34} {'threads':>7} {'seconds':>10} {'ctcx speedup':>22} {'top-1 = pyctcdecode':>18}")
+def ctcx_answers(lp: torch.Tensor, beam: int) -> List[List[int]]:
+    r = ctcx.beam_search(lp, beam_width=beam, batch_first=True)
+    return [r.tokens[b, 0, :r.lengths[b, 0]].tolist() for b in range(lp.shape[0])]
+
+
+def cpu_peers(lp: torch.Tensor, labels: Sequence[str], beam: int) -> List[tuple]:
+    """(name, decode_one(b) -> token list) for each installed peer."""
+    B, T, C = lp.shape
+    index = {ch: c for c, ch in enumerate(labels) if c}
+    arrays = [x.numpy() for x in lp]
+    peers = []
+    if importlib.util.find_spec("pyctcdecode"):
+        import logging
+        logging.getLogger("pyctcdecode").setLevel(logging.ERROR)
+        from pyctcdecode import build_ctcdecoder
+        decoder = build_ctcdecoder(list(labels))
+        peers.append(("pyctcdecode 0.5.0",
+                      lambda b: [index[ch] for ch in decoder.decode(arrays[b], beam_width=beam)]))
+    else:
+        print("pyctcdecode not installed: skipped")
+    if importlib.util.find_spec("ctc_beam_decoder"):
+        import ctc_beam_decoder
+        cbd = ctc_beam_decoder.BeamSearchDecoder(list(labels))
+        peers.append(("ctc-beam-decoder 0.2.0",
+                      lambda b: [index[ch] for ch in cbd.decode(arrays[b], beam_width=beam)]))
+    else:
+        print("ctc-beam-decoder not installed: skipped")
+    probs = [x.exp().numpy() for x in lp]
+    alphabet = ["_"] + list(labels[1:])
+    for module, name, kwargs in (("fast_ctc_decode", "fast-ctc-decode 0.3.7", {}),
+                                 ("fast_ctc_decoder", "fast-ctc-decoder 0.3.9 (cut 1e-6)",
+                                  {"beam_cut_threshold": 1e-6})):
+        if importlib.util.find_spec(module):
+            search = importlib.import_module(module).beam_search
+            peers.append((name, lambda b, search=search, kwargs=kwargs:
+                          [index[ch] for ch in search(probs[b], alphabet, beam_size=beam, **kwargs)[0]]))
+        else:
+            print(f"{module.replace('_', '-')} not installed: skipped")
+    if importlib.util.find_spec("flashlight"):
+        from flashlight.lib.text import decoder as fl
+        options = fl.LexiconFreeDecoderOptions(beam_size=beam, beam_size_token=C, beam_threshold=1e30,
+                                               lm_weight=0.0, sil_score=0.0, log_add=True,
+                                               criterion_type=fl.CriterionType.CTC)
+        fl_decoder = fl.LexiconFreeDecoder(options, fl.ZeroLM(), 0, 0, [])
+        contiguous = [a.copy(order="C") for a in arrays]
+
+        def flashlight_one(b):
+            path = fl_decoder.decode(contiguous[b].ctypes.data, T, C)[0].tokens
+            out, prev = [], None
+            for t in path:  # one token per frame, and a silence (= blank) at each end
+                if t != prev and t > 0:
+                    out.append(t)
+                prev = t
+            return out
+        peers.append(("flashlight-text 0.0.7", flashlight_one))
+    else:
+        print("flashlight-text not installed: skipped")
+    return peers
+
+
+def bench_workload(name: str, lp: torch.Tensor, labels: Sequence[str], args) -> None:
+    B, T, C = lp.shape
+    beam = args.beam
+    threads = torch.get_num_threads()
+    print(f"\n{name}: B={B} T={T} C={C} beam={beam} (CPU)")
+    print(f"  {'decoder':<36} {'threads':>7} {'seconds':>9} {'ctcx speedup':>13} "
+          f"{'top-1 = ctcx':>15} {'mean log P':>11} {'better':>7}")
+    ours = ctcx_answers(lp, beam)
+    ours_lp = exact_log_probs(lp, ours)
+    t_many = median_seconds(lambda: ctcx.beam_search(lp, beam_width=beam, batch_first=True), args.repeats)
+    torch.set_num_threads(1)
+    t_one = median_seconds(lambda: ctcx.beam_search(lp, beam_width=beam, batch_first=True), args.repeats)
+    torch.set_num_threads(threads)
+
+    def line(decoder, n_threads, seconds, scaled, speedup, answers):
+        n = len(answers)
+        theirs = exact_log_probs(lp, answers)
+        better = int((theirs > ours_lp[:n] + 1e-9).sum())
+        t = f"{seconds:.4f}{'*' if scaled else ' '}"
+        print(f"  {decoder:<36} {n_threads:>7} {t:>9} {speedup:>13} {agreement(answers, ours[:n]):>15} "
+              f"{theirs.mean().item():11.3f} {better:>7}", flush=True)
+
+    line("ctcx", threads, t_many, False, "", ours)
+    line("ctcx", 1, t_one, False, "", ours)
+    for decoder, decode_one in cpu_peers(lp, labels, beam):
+        decode_one(0)  # warm-up
+        seconds, answers, scaled = timed_subset(decode_one, B, args.peer_budget)
+        line(decoder, 1, seconds, scaled, f"{seconds / t_one:.1f}x", answers)
+        if decoder.startswith("pyctcdecode") and threads > 1:
+            pyctcdecode_pool(lp, labels, args, threads, seconds, t_many, line)
+
+
+def pyctcdecode_pool(lp, labels, args, threads, serial_seconds, t_many, line) -> None:
+    """pyctcdecode's decode_batch on a pool of one process per core."""
+    from pyctcdecode import build_ctcdecoder
+    decoder = build_ctcdecoder(list(labels))
+    index = {ch: c for c, ch in enumerate(labels) if c}
+    B = lp.shape[0]
+    n = min(B, max(threads, int(B * min(1.0, args.peer_budget / max(serial_seconds, 1e-9)) * threads)))
+    arrays = [x.numpy() for x in lp[:n]]
+    with multiprocessing.get_context("fork").Pool(threads) as pool:
+        start = time.perf_counter()
+        texts = decoder.decode_batch(pool, arrays, beam_width=args.beam)
+        seconds = (time.perf_counter() - start) * B / n
+    line(f"pyctcdecode 0.5.0 (pool of {threads})", threads, seconds, n < B, f"{seconds / t_many:.1f}x",
+         [[index[ch] for ch in t] for t in texts])
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_SET = ROOT.parent / "shared" / "data" / "captcha-36x4"
+DEFAULT_CHECKPOINT = ROOT / "runs" / "default" / "checkpoint.pt"
+OWN_CHECKPOINT = ROOT / "runs" / "bench-decode" / "checkpoint.pt"
+
+
+def captcha_posteriors(checkpoint: Optional[str]) -> Optional[tuple]:
+    """(log_probs (B, T, C), labels) of a CRNN on the shared set, or None without it."""
+    if not SHARED_SET.is_dir():
+        print(f"captcha workload skipped: {SHARED_SET} is absent")
+        return None
+    import numpy as np
+
+    from ctcx.captcha.checkpoint import load_checkpoint
+    from ctcx.captcha.folder import FolderImages, read_folder
+    from ctcx.captcha.images import to_model_input
+
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else OWN_CHECKPOINT
+    if not path.exists():
+        if checkpoint:
+            raise SystemExit(f"--checkpoint {checkpoint}: no such file")
+        print(f"no checkpoint given and none at {DEFAULT_CHECKPOINT}: training a small one into {path.parent} "
+              f"(once, a few minutes)", flush=True)
+        subprocess.run([sys.executable, str(ROOT / "examples" / "train_captcha.py"), "--preset", "tiny",
+                        "--steps", "1500", "--pool-size", "10000", "--eval-size", "500", "--no-progress",
+                        "--out", str(path.parent)], check=True)
+    model, config, saved = load_checkpoint(path, "cpu")
+    items = read_folder(SHARED_SET)
+    dataset = FolderImages(items, config.input_height, config.channels, config.input_width)
+    images = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))]))
+    with torch.no_grad():
+        lp = torch.cat([model(to_model_input(images[i:i + 250])).float().log_softmax(-1)
+                        for i in range(0, len(images), 250)], 1)
+    print(f"captcha posteriors: {path} (step {saved['step']}, {config.preset} preset) on the "
+          f"{len(items)} images of {SHARED_SET.name}")
+    return lp.transpose(0, 1).contiguous(), [""] + list(config.charset)
 
 
 def bench_cpu(args) -> None:
-    have_pyctc = importlib.util.find_spec("pyctcdecode") is not None
-    have_fast = importlib.util.find_spec("fast_ctc_decode") is not None
-    if not have_pyctc:
-        print("pyctcdecode not installed (pip install pyctcdecode): skipped")
-    if not have_fast:
-        print("fast-ctc-decode not installed (pip install fast-ctc-decode): skipped")
-    threads = torch.get_num_threads()
-    for C in args.classes:
-        lp = posteriors(args.batch, args.frames, C, args.scale)
-        labels = labels_for(C)
-        header(f"B={args.batch} T={args.frames} C={C} beam={args.beam} scale={args.scale} (CPU)")
-        ours = ctcx_top1(lp, labels, beam_width=args.beam)
-        t_many = median_seconds(lambda: ctcx.beam_search(lp, beam_width=args.beam, batch_first=True),
-                                args.repeats)
-        torch.set_num_threads(1)
-        t_one = median_seconds(lambda: ctcx.beam_search(lp, beam_width=args.beam, batch_first=True),
-                               args.repeats)
-        torch.set_num_threads(threads)
-        reference: Optional[List[str]] = None
-        peer_rows = []
-        if have_pyctc:
-            import logging
-            logging.getLogger("pyctcdecode").setLevel(logging.ERROR)
-            from pyctcdecode import build_ctcdecoder
-            decoder = build_ctcdecoder(labels)
-            arrays = [x.numpy() for x in lp]
-            seconds, texts, scaled = timed_subset(
-                lambda b: decoder.decode(arrays[b], beam_width=args.beam), args.batch, args.peer_budget)
-            reference = texts
-            peer_rows.append(("pyctcdecode", 1, seconds, scaled, t_one))
-            if threads > 1:
-                with multiprocessing.get_context("fork").Pool(threads) as pool:
-                    n = min(args.batch, max(threads, int(len(texts) * threads)))
-                    start = time.perf_counter()
-                    decoder.decode_batch(pool, arrays[:n], beam_width=args.beam)
-                    seconds = (time.perf_counter() - start) * args.batch / n
-                peer_rows.append((f"pyctcdecode (pool of {threads})", threads, seconds, n < args.batch, t_many))
-        if have_fast:
-            from fast_ctc_decode import beam_search as fast_beam_search
-            probs = [x.exp().numpy() for x in lp]
-            alphabet = ["_"] + labels[1:]
-            seconds, _, scaled = timed_subset(
-                lambda b: fast_beam_search(probs[b], alphabet, beam_size=args.beam)[0],
-                args.batch, args.peer_budget)
-            peer_rows.append(("fast-ctc-decode", 1, seconds, scaled, t_one))
-        agree = agreement(ours, reference) if reference else "-"
-        row("ctcx", threads, t_many, agree=agree)
-        row("ctcx", 1, t_one)
-        for name, n_threads, seconds, scaled, mine in peer_rows:
-            row(name, n_threads, seconds, scaled,
-                f"{seconds / mine:.1f}x at {n_threads} thread{'s' if n_threads > 1 else ''}")
+    if "random" in args.workloads:
+        for C in args.classes:
+            bench_workload(f"random, scale {args.scale}", posteriors(args.batch, args.frames, C, args.scale),
+                           labels_for(C), args)
+    if "captcha" in args.workloads:
+        found = captcha_posteriors(args.checkpoint)
+        if found:
+            bench_workload("captcha-36x4, real CRNN posteriors", *found, args)
 
 
 def bench_cuda(args) -> None:
@@ -212,6 +333,11 @@ def main(argv=None) -> None:
                         help="seconds a slow CPU peer may spend before its time is extrapolated "
                              "(default 60; 10 with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--workloads", nargs="+", default=["random", "captcha"], choices=["random", "captcha"],
+                        help="CPU workloads (default: both)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="captcha model for the captcha workload (default: runs/default/checkpoint.pt if "
+                             "present, else one the benchmark trains)")
     parser.add_argument("--quick", action="store_true", help="3 repeats and a 10-second peer budget")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)

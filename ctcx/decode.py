@@ -5,6 +5,7 @@ checks below.
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Sequence, Tuple, Union
 
 import torch
@@ -17,6 +18,14 @@ __all__ = ["greedy_decode"]
 Lengths = Union[torch.Tensor, Sequence[int], None]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _all_frames(N: int, T: int) -> torch.Tensor:
+    """(N,) int64 CPU lengths, all T, shared between eager calls (the ops only
+    read them). Traced calls and CUDA make their own: a tensor made during
+    graph capture holds its values only after replay."""
+    return torch.full((N,), T, dtype=torch.long)
 
 
 def _decode_inputs(fn: str, log_probs: torch.Tensor, input_lengths: Lengths, blank: int,
@@ -47,6 +56,9 @@ def _decode_inputs(fn: str, log_probs: torch.Tensor, input_lengths: Lengths, bla
         log_probs = log_probs.contiguous()
 
     if input_lengths is None:
+        if (log_probs.device.type == "cpu" and not torch.compiler.is_compiling()
+                and _get_current_dispatch_mode() is None):
+            return log_probs, _all_frames(N, T)
         return log_probs, torch.full((N,), T, dtype=torch.long, device=log_probs.device)
     if isinstance(input_lengths, torch.Tensor):
         lengths = input_lengths

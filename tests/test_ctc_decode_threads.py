@@ -1,6 +1,6 @@
 """The cooperative code each CUDA block runs (ctcx/ctc_decode.h), executed by
 real threads with a barrier for __syncthreads and compared with the CPU's
-serial group; under ThreadSanitizer when the compiler has it. This checks the
+pruned step, bit for bit; under ThreadSanitizer when the compiler has it. This checks the
 GPU's search logic, barriers included, on machines without a GPU (see
 tests/cpp/ctc_decode_threads.cpp)."""
 import shutil
@@ -39,4 +39,4 @@ def test_cooperative_step_matches_serial(tmp_path):
         assert proc.returncode == 0, proc.stderr
         result = run(exe)
     assert "WARNING: ThreadSanitizer" not in result.stderr, result.stderr
-    assert result.returncode == 0 and "cooperative == serial" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 0 and "cooperative == pruned" in result.stdout, result.stdout + result.stderr

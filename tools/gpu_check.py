@@ -73,7 +73,7 @@ BENCH_DECODE = ["benchmarks/bench_decode.py", "--device", "cuda", "--quick"]
 # Tiny CPU runs of the same scripts for the dry run.
 BENCH_LOSS_CPU = ["benchmarks/bench_ctc_loss.py", "--device", "cpu", "--quick", "--repeats", "1",
                   "--configs", "20,4,30,5", "--bandwidth-min", "0"]
-BENCH_DECODE_CPU = ["benchmarks/bench_decode.py", "--device", "cpu", "--quick", "--repeats", "1",
+BENCH_DECODE_CPU = ["benchmarks/bench_decode.py", "--device", "cpu", "--workloads", "random", "--quick", "--repeats", "1",
                     "--batch", "2", "--frames", "20", "--classes", "30", "--peer-budget", "1"]
 REQUIRED_PATHS = ["setup.py", "csrc/ops.cpp", "csrc/cuda", "tools/sanitize_case.py", BENCH_LOSS[0],
                   BENCH_DECODE[0], *TEST_FILES]

@@ -1,6 +1,6 @@
 // CTC decoding on the CPU, one sample per task (at::parallel_for over the
-// batch): best path, and the prefix beam search of ctcx/ctc_decode.h run by a
-// single-thread group (ctcx/ctc_decode_serial.h) over the sample's frames.
+// batch): best path, and the prefix beam search of ctcx/ctc_decode.h, its
+// frame step pruned by bounds for one thread (ctcx/ctc_decode_serial.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -20,6 +20,38 @@
 namespace ctcx {
 namespace {
 
+// The best-path class of a row of C >= 1 values, decode::argmax_better's (and
+// torch.argmax's) answer: the first NaN if there is one, else the first
+// index of the largest value. Two vectorizable passes (the maximum, then the
+// block holding its first occurrence) instead of one compare-and-branch per
+// class.
+template <typename scalar_t, typename acc_t>
+int64_t row_argmax(const scalar_t* row, int64_t C) {
+  acc_t m = static_cast<acc_t>(row[0]);
+  int nans = 0;  // an int, not a bool: GCC vectorizes a sum, not an or
+#pragma omp simd reduction(max : m) reduction(+ : nans)
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t v = static_cast<acc_t>(row[c]);
+    m = v > m ? v : m;
+    nans += v != v;
+  }
+  if (nans) {
+    for (int64_t c = 0;; ++c) {
+      if (static_cast<acc_t>(row[c]) != static_cast<acc_t>(row[c])) return c;
+    }
+  }
+  constexpr int64_t kBlock = 16;
+  int64_t base = 0;
+  for (; base + kBlock <= C; base += kBlock) {
+    int hits = 0;
+    for (int64_t i = 0; i < kBlock; ++i) hits += static_cast<acc_t>(row[base + i]) == m;
+    if (hits) break;
+  }
+  for (int64_t c = base;; ++c) {
+    if (static_cast<acc_t>(row[c]) == m) return c;  // m is one of the values
+  }
+}
+
 template <typename scalar_t>
 void greedy_decode_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, int64_t blank,
                             int64_t* tokens, int64_t* lengths) {
@@ -32,16 +64,7 @@ void greedy_decode_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, i
       int64_t* out = tokens + n * T;
       int64_t count = 0, prev = -1;
       for (int64_t t = 0; t < input_lengths[n]; ++t) {
-        const scalar_t* row = data + t * st + n * sn;
-        acc_t best = static_cast<acc_t>(row[0]);
-        int64_t best_c = 0;
-        for (int64_t c = 1; c < C; ++c) {
-          const acc_t v = static_cast<acc_t>(row[c]);
-          if (decode::argmax_better(v, c, best, best_c)) {
-            best = v;
-            best_c = c;
-          }
-        }
+        const int64_t best_c = row_argmax<scalar_t, acc_t>(data + t * st + n * sn, C);
         if (best_c != blank && best_c != prev) out[count++] = best_c;
         prev = best_c;
       }
@@ -84,23 +107,18 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
   const int64_t T = x.size(0), N = x.size(1), C = x.size(2);
   const int64_t st = x.stride(0), sn = x.stride(1);
   const scalar_t* data = x.const_data_ptr<scalar_t>();
-  const int32_t K = cfg.beam_width, M = cfg.list_size;
+  const int32_t K = cfg.beam_width;
   const acc_t log_skip = static_cast<acc_t>(log_skip_threshold);
   acc_t* scores = static_cast<acc_t*>(out.scores);
 
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    decode::SerialGroup group;
+    decode::PrunedStep<acc_t> step;
     // uint64_t words: 8-byte alignment, all the carved arrays need.
     std::vector<uint64_t> beam_mem((2 * decode::beam_bytes<acc_t>(K) + 7) / 8);
-    std::vector<uint64_t> scratch_mem((decode::scratch_bytes<acc_t>(K, M, 1) + 7) / 8);
     decode::Carver beam_carver{reinterpret_cast<unsigned char*>(beam_mem.data())};
     const decode::BeamView<acc_t> beams[2] = {decode::carve_beam<acc_t>(beam_carver, K),
                                               decode::carve_beam<acc_t>(beam_carver, K)};
-    decode::Carver scratch_carver{reinterpret_cast<unsigned char*>(scratch_mem.data())};
-    const decode::StepScratch<acc_t> scratch = decode::carve_scratch<acc_t>(scratch_carver, K, M, 1);
-    std::vector<int32_t> top_tok(M), hist_pred, hist_tok;
-    std::vector<acc_t> top_lp(M);
-    std::vector<decode::Candidate<acc_t>> heap(M);
+    std::vector<int32_t> hist_pred, hist_tok;
 
     for (int64_t n = begin; n < end; ++n) {
       const int64_t frames = input_lengths[n];
@@ -108,19 +126,11 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
       hist_pred.resize(frames * K);
       hist_tok.resize(frames * K);
       for (int64_t t = 0; t < frames; ++t) {
-        decode::Frame<scalar_t, acc_t> f;
-        f.row = data + t * st + n * sn;
-        f.top_tok = top_tok.data();
-        f.top_lp = top_lp.data();
-        f.remaining = static_cast<int32_t>(frames - 1 - t);
-        if (decode::read_lp<acc_t>(f.row, cfg.blank) > log_skip) {
-          f.top_count = -1;
-        } else {
-          f.top_count = group.top_tokens(f.row, C, cfg.blank, allowed, M, heap.data(), M,
-                                         top_tok.data(), top_lp.data(), nullptr);
-        }
-        nb = decode::beam_step(group, cfg, f, nb, beams[t & 1], beams[(t + 1) & 1], scratch,
-                               hist_pred.data() + t * K, hist_tok.data() + t * K);
+        const scalar_t* row = data + t * st + n * sn;
+        const bool extend = !(decode::read_lp<acc_t>(row, cfg.blank) > log_skip);
+        nb = step.step(cfg, row, C, allowed, extend, static_cast<int32_t>(frames - 1 - t), nb,
+                       beams[t & 1], beams[(t + 1) & 1], hist_pred.data() + t * K,
+                       hist_tok.data() + t * K);
       }
       for (int64_t i = 0; i < top_k; ++i) {
         const int64_t at = n * top_k + i;

@@ -1,11 +1,34 @@
-// The single-thread group of ctc_decode.h, for the CPU (one group per sample,
-// samples in parallel): the same step, with sequential primitives that do
-// less work than the cooperative ones (a hash table instead of K^2 parent
-// tests, partial sorting instead of a bitonic network, a heap for the
-// frame's best tokens). Results are identical: every order is total.
+// The CPU's frame step (one sample per thread): beam_step of ctc_decode.h,
+// result for result and bit for bit (same candidates, same ids, same
+// arithmetic), with exact bound pruning in place of most of its work.
+//
+// The candidates stream into the K best so far; the K-th best, theta, only
+// rises, and a candidate that is not better than theta is beaten by K others
+// and cannot enter the beam. STAY and REP candidates (at most 2K, all real)
+// come first. Every EXT id (2K + j M + r) is larger than theirs, and EXT
+// candidates come in increasing id order (prefix j, then token rank r), so a
+// later one ties with no earlier candidate and enters exactly when its score
+// is above theta's. Then:
+// - the frame's tokens are scanned once, keeping those that could beat theta
+//   even from the best extendable prefix (score_0 + lp >= theta; addition is
+//   monotonic, so they are a prefix of the frame's tokens in beam_step's
+//   order and keep beam_step's ranks). While the row streams by, the best
+//   prefix's extensions raise a score-only copy of theta, so on a flat frame
+//   the kept tokens stay few too. On peaked posteriors one or two tokens are
+//   kept instead of beam_step's 2K, with no heap or sort over the vocabulary;
+// - each extendable prefix (best first) takes its tokens (best first) until
+//   one falls to theta, and the prefixes stop at the first whose best token
+//   does.
+// The top K of the survivors are beam_step's top K: candidates beam_step
+// lists are kept unless they cannot enter the beam, and the ones it leaves
+// out (ranks past its list bound) are beaten by K candidates (the proof at the
+// top of ctc_decode.h), so keeping some of them changes nothing.
+// tests/cpp/ctc_decode_threads.cpp checks the equality with the cooperative
+// step on random problems (NaN, +-inf, masks, length bounds, skipped frames).
 #pragma once
 
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "ctcx/ctc_decode.h"
@@ -13,26 +36,281 @@
 namespace ctcx {
 namespace decode {
 
-class SerialGroup {
- public:
-  int rank() const { return 0; }
-  int size() const { return 1; }
-  void sync() const {}
+// log_add_exp(a, b) bit for bit, branching past exp and log where their
+// result is known: when the smaller side is further below the larger than
+// the significand holds (exp(d) < 2^-24 for float, 2^-53 for double, with
+// room for the approximation's error), 1 + exp(d) rounds to 1 and the result
+// is the larger side + log(1) = larger + 0. On peaked posteriors that is
+// most calls; log_add_exp itself stays branch-free for vectorized loops.
+template <typename T>
+struct Negligible;
+template <>
+struct Negligible<float> {
+  static constexpr float value = -17.5f;
+};
+template <>
+struct Negligible<double> {
+  static constexpr double value = -37.5;
+};
 
-  int32_t exclusive_scan(int32_t* v, int32_t n, int32_t* /*tmp*/) const {
-    int32_t run = 0;
-    for (int32_t i = 0; i < n; ++i) {
-      const int32_t x = v[i];
-      v[i] = run;
-      run += x;
+template <typename T>
+inline T log_add_exp_branching(T a, T b) {
+  const T m = a > b ? a : b;
+  const T shift = m == neg_inf<T>() ? T(0) : m;
+  if ((a - shift) + (b - shift) < Negligible<T>::value) {
+    return a == neg_inf<T>() && b == neg_inf<T>() ? neg_inf<T>() : shift + T(0);
+  }
+  return log_add_exp(a, b);
+}
+
+// The k best of a stream under a strict order `Better`: for small k a sorted
+// array (an insertion moves a few entries, and the result needs no sort), for
+// larger k a heap with the worst on top.
+template <typename T, typename Better>
+class TopK {
+ public:
+  void reset(int32_t k) {
+    k_ = k;
+    n_ = 0;
+    small_ = k <= kSmall;
+    if (static_cast<int32_t>(v_.size()) < k) v_.resize(k);
+  }
+  bool full() const { return n_ == k_; }
+  int32_t size() const { return n_; }
+  const T& worst() const { return small_ ? v_[n_ - 1] : v_[0]; }  // needs size() > 0
+
+  void offer(const T& x) {
+    const Better better_than;
+    if (n_ == k_ && !better_than(x, worst())) return;
+    if (small_) {
+      int32_t i = n_ < k_ ? n_++ : n_ - 1;  // the new slot, or the dropped worst's
+      for (; i > 0 && better_than(x, v_[i - 1]); --i) v_[i] = v_[i - 1];
+      v_[i] = x;
+    } else if (n_ < k_) {
+      v_[n_++] = x;
+      std::push_heap(v_.begin(), v_.begin() + n_, better_than);
+    } else {
+      std::pop_heap(v_.begin(), v_.begin() + n_, better_than);
+      v_[n_ - 1] = x;
+      std::push_heap(v_.begin(), v_.begin() + n_, better_than);
     }
-    return run;
   }
 
-  // Open addressing, linear probing; entries inserted in beam order, so a
-  // lookup finds the first match, like coop_find_parents.
-  template <typename acc_t>
-  void find_parents(const BeamView<acc_t>& b, int32_t nb, int32_t* parent) {
+  // The entries, best first; offer() may not be called after this.
+  const T* sorted() {
+    if (!small_) std::sort_heap(v_.begin(), v_.begin() + n_, Better{});
+    return v_.data();
+  }
+
+  // The entries in no particular order.
+  const T* data() const { return v_.data(); }
+
+ private:
+  static constexpr int32_t kSmall = 32;
+  std::vector<T> v_;
+  int32_t k_ = 0, n_ = 0;
+  bool small_ = true;
+};
+
+template <typename acc_t>
+struct CandidateOrder {
+  bool operator()(const Candidate<acc_t>& a, const Candidate<acc_t>& b) const { return better(a, b); }
+};
+
+template <typename acc_t>
+class PrunedStep {
+ public:
+  // One frame, as beam_step: beam `cur` (nb prefixes, best first) -> `next`;
+  // returns its size. extend = false for a blank-skipped frame (no
+  // extensions); remaining = frames of the sample after this one.
+  template <typename scalar_t>
+  int32_t step(const SearchConfig& cfg, const scalar_t* row, int64_t C, const bool* allowed,
+               bool extend, int32_t remaining, int32_t nb, const BeamView<acc_t>& cur,
+               const BeamView<acc_t>& next, int32_t* hist_pred, int32_t* hist_tok) {
+    const int32_t K = cfg.beam_width, M = cfg.list_size;
+    const acc_t ninf = neg_inf<acc_t>();
+    const acc_t lp_blank = read_lp<acc_t>(row, cfg.blank);
+    // beam_step extends only when the frame has a token; with none, every
+    // REP and EXT score is -inf there and here alike, so M > 0 is enough.
+    const bool any_token = extend && M > 0;
+    auto extendable = [&](int32_t j) {
+      return any_token && cur.score[j] > ninf && cur.len[j] < cfg.max_length &&
+             cur.len[j] + 1 + remaining >= cfg.min_length;
+    };
+    reserve(K, C);
+
+    // 1. Parents in the beam, and each entry's children.
+    for (int32_t k = 0; k < nb; ++k) {
+      parent_[k] = -1;
+      first_child_[k] = -1;
+    }
+    if (extend) find_parents(cur, nb);
+    for (int32_t k = nb - 1; k >= 0; --k) {
+      const int32_t j = parent_[k];
+      if (j >= 0) {
+        next_child_[k] = first_child_[j];
+        first_child_[j] = k;
+      }
+    }
+
+    // 2. STAY candidates.
+    acc_t* const pb = stay_pb_.data();
+    acc_t* const pnb = stay_pnb_.data();
+    acc_t* const total = total_.data();
+    char* const emits = stay_emits_.data();
+    for (int32_t k = 0; k < nb; ++k) {
+      const int32_t c = cur.last[k];
+      const acc_t lp_c = c >= 0 ? read_lp<acc_t>(row, c) : ninf;
+      const int32_t j = parent_[k];
+      pb[k] = sane(cur.score[k] + lp_blank);
+      const acc_t carry_nb = sane(cur.pnb[k] + lp_c);
+      const acc_t merged = j >= 0 ? sane((cur.last[j] == c ? cur.pb[j] : cur.score[j]) + lp_c) : ninf;
+      pnb[k] = sane(log_add_exp_branching(carry_nb, merged));
+      total[k] = sane(log_add_exp_branching(pb[k], pnb[k]));
+      emits[k] = merged > ninf && merged > sane(log_add_exp_branching(pb[k], carry_nb));
+    }
+
+    // 3. STAY and REP candidates into the K best.
+    best_.reset(K);
+    for (int32_t k = 0; k < nb; ++k) {
+      best_.offer({cur.len[k] + remaining < cfg.min_length ? ninf : total[k], k});
+    }
+    for (int32_t j = 0; j < nb; ++j) {
+      // prefix j + its last token in the beam: that is a STAY, not a REP
+      if (cur.len[j] == 0 || !extendable(j) || has_child(j, cur.last[j], cur)) continue;
+      best_.offer({sane(cur.pb[j] + read_lp<acc_t>(row, cur.last[j])), K + j});
+    }
+
+    // 4. The frame's tokens that could still place an extension in the beam
+    // (see the top of the file). The test runs on raw values (best + v also
+    // rejects NaN; -inf is rejected below): a vectorizable pass over blocks of
+    // the row, with a second look only at blocks that hold a survivor.
+    int32_t first = 0;
+    while (first < nb && !extendable(first)) ++first;
+    int32_t s = 0;
+    if (first < nb) {
+      const acc_t best = cur.score[first];
+      scores_.reset(K);
+      for (int32_t i = 0; i < best_.size(); ++i) scores_.offer(best_.data()[i].score);
+      auto cut = [&] { return scores_.full() ? scores_.worst() : ninf; };
+      constexpr int64_t kBlock = 16;
+      for (int64_t base = 0; base < C; base += kBlock) {
+        const acc_t low = cut();
+        bool any = false;
+        if (base + kBlock <= C) {
+          for (int64_t c = 0; c < kBlock; ++c) any |= best + static_cast<acc_t>(row[base + c]) >= low;
+        } else {
+          for (int64_t c = base; c < C; ++c) any |= best + static_cast<acc_t>(row[c]) >= low;
+        }
+        if (!any) continue;
+        const int64_t end = base + kBlock < C ? base + kBlock : C;
+        for (int64_t c = base; c < end; ++c) {
+          const acc_t v = static_cast<acc_t>(row[c]);
+          if (!(v > ninf) || !(best + v >= cut()) || c == cfg.blank ||
+              (allowed != nullptr && !allowed[c])) {
+            continue;
+          }
+          tokens_[s++] = {v, static_cast<int32_t>(c)};
+          if (c != cur.last[first] && !has_child(first, static_cast<int32_t>(c), cur)) {
+            scores_.offer(sane(best + v));  // EXT(first, c), a real candidate
+          }
+        }
+      }
+      const acc_t low = cut();
+      int32_t kept = 0;
+      for (int32_t i = 0; i < s; ++i) {
+        if (best + tokens_[i].score >= low) tokens_[kept++] = tokens_[i];
+      }
+      s = kept;
+      if (s > M) {
+        std::nth_element(tokens_.begin(), tokens_.begin() + M, tokens_.begin() + s, CandidateOrder<acc_t>{});
+        s = M;
+      }
+      std::sort(tokens_.begin(), tokens_.begin() + s, CandidateOrder<acc_t>{});
+    }
+
+    // 5. EXT candidates, in increasing id order.
+    auto theta = [&] { return best_.full() ? best_.worst().score : ninf; };
+    for (int32_t j = first; j < nb && s > 0; ++j) {
+      if (!extendable(j)) continue;
+      if (!(sane(cur.score[j] + tokens_[0].score) > theta())) break;  // nor any later prefix
+      for (int32_t r = 0; r < s; ++r) {
+        const int32_t token = tokens_[r].id;
+        if (token == cur.last[j]) continue;  // a REP, not an EXT
+        const acc_t score = sane(cur.score[j] + tokens_[r].score);
+        if (!(score > theta()) || !(score > ninf)) break;  // nor any later token
+        // prefix j + token in the beam: merged into that prefix's STAY
+        if (!has_child(j, token, cur)) best_.offer({score, 2 * K + j * M + r});
+      }
+    }
+
+    // 6. The new beam, best first, and how each entry got there (as beam_step).
+    const int32_t n = best_.size();
+    const Candidate<acc_t>* top = best_.sorted();
+    int32_t size = 0;
+    for (int32_t i = 0; i < K; ++i) {
+      if (i >= n || !(top[i].score > ninf)) {
+        hist_pred[i] = -1;
+        hist_tok[i] = -1;
+        continue;
+      }
+      const Candidate<acc_t> c = top[i];
+      size = i + 1;
+      next.score[i] = c.score;
+      if (c.id < K) {
+        const int32_t k = c.id;
+        next.hash[i] = cur.hash[k];
+        next.parent_hash[i] = cur.parent_hash[k];
+        next.pb[i] = pb[k];
+        next.pnb[i] = pnb[k];
+        next.len[i] = cur.len[k];
+        next.last[i] = cur.last[k];
+        hist_pred[i] = emits[k] ? parent_[k] : k;
+        hist_tok[i] = emits[k] ? cur.last[k] : -1;
+        continue;
+      }
+      int32_t j, token;
+      if (c.id < 2 * K) {
+        j = c.id - K;
+        token = cur.last[j];
+      } else {
+        j = (c.id - 2 * K) / M;
+        token = tokens_[(c.id - 2 * K) % M].id;
+      }
+      next.hash[i] = extend_hash(cur.hash[j], token);
+      next.parent_hash[i] = cur.hash[j];
+      next.pb[i] = ninf;
+      next.pnb[i] = c.score;
+      next.len[i] = cur.len[j] + 1;
+      next.last[i] = token;
+      hist_pred[i] = j;
+      hist_tok[i] = token;
+    }
+    return size;
+  }
+
+ private:
+  // Whether prefix j + token is in the beam (a child of j ends in token).
+  bool has_child(int32_t j, int32_t token, const BeamView<acc_t>& b) const {
+    for (int32_t k = first_child_[j]; k >= 0; k = next_child_[k]) {
+      if (b.last[k] == token) return true;
+    }
+    return false;
+  }
+
+  void reserve(int32_t K, int64_t C) {
+    if (static_cast<int32_t>(parent_.size()) < K) {
+      for (auto* v : {&parent_, &first_child_, &next_child_}) v->resize(K);
+      for (auto* v : {&stay_pb_, &stay_pnb_, &total_}) v->resize(K);
+      stay_emits_.resize(K);
+    }
+    if (static_cast<int64_t>(tokens_.size()) < C) tokens_.resize(C);
+  }
+
+  // parent_[k] = the first j with prefix j = prefix k minus its last token
+  // (coop_find_parents' answer) by open addressing: entries are inserted in
+  // beam order, so a lookup finds the first match.
+  void find_parents(const BeamView<acc_t>& b, int32_t nb) {
     const size_t slots = static_cast<size_t>(pow2_ceil(2 * (nb > 0 ? nb : 1)));
     const size_t mask = slots - 1;
     table_.assign(slots, -1);
@@ -42,61 +320,23 @@ class SerialGroup {
       table_[at] = j;
     }
     for (int32_t k = 0; k < nb; ++k) {
-      parent[k] = -1;
       if (b.len[k] == 0) continue;
       for (size_t at = b.parent_hash[k] & mask; table_[at] >= 0; at = (at + 1) & mask) {
         const int32_t j = table_[at];
         if (b.hash[j] == b.parent_hash[k] && b.len[j] == b.len[k] - 1) {
-          parent[k] = j;
+          parent_[k] = j;
           break;
         }
       }
     }
   }
 
-  template <typename acc_t>
-  void select_top(Candidate<acc_t>* c, int32_t n, int32_t k) const {
-    auto order = [](const Candidate<acc_t>& a, const Candidate<acc_t>& b) { return better(a, b); };
-    if (k < n) {
-      std::nth_element(c, c + k, c + n, order);
-      n = k;
-    }
-    std::sort(c, c + n, order);
-  }
-
-  // buf needs m entries here (the heap); cap and shared_int are unused.
-  template <typename scalar_t, typename acc_t>
-  int32_t top_tokens(const scalar_t* row, int64_t C, int32_t blank, const bool* allowed, int32_t m,
-                     Candidate<acc_t>* buf, int32_t /*cap*/, int32_t* tok_out, acc_t* lp_out,
-                     int32_t* /*shared_int*/) const {
-    if (m == 0) return 0;
-    // A heap with the worst kept token on top: most tokens lose one comparison.
-    auto order = [](const Candidate<acc_t>& a, const Candidate<acc_t>& b) { return better(a, b); };
-    int32_t n = 0;
-    for (int64_t c = 0; c < C; ++c) {
-      if (c == blank || (allowed != nullptr && !allowed[c])) continue;
-      const acc_t v = read_lp<acc_t>(row, c);
-      if (!(v > neg_inf<acc_t>())) continue;
-      const Candidate<acc_t> x{v, static_cast<int32_t>(c)};
-      if (n < m) {
-        buf[n++] = x;
-        std::push_heap(buf, buf + n, order);
-      } else if (better(x, buf[0])) {
-        std::pop_heap(buf, buf + n, order);
-        buf[n - 1] = x;
-        std::push_heap(buf, buf + n, order);
-      }
-    }
-    std::sort_heap(buf, buf + n, order);
-    for (int32_t i = 0; i < n; ++i) {
-      tok_out[i] = buf[i].id;
-      lp_out[i] = buf[i].score;
-    }
-    return n;
-  }
-
- private:
-  std::vector<int32_t> table_;
+  std::vector<int32_t> parent_, first_child_, next_child_, table_;
+  std::vector<acc_t> stay_pb_, stay_pnb_, total_;
+  std::vector<char> stay_emits_;
+  std::vector<Candidate<acc_t>> tokens_;
+  TopK<Candidate<acc_t>, CandidateOrder<acc_t>> best_;
+  TopK<acc_t, std::greater<acc_t>> scores_;
 };
 
 }  // namespace decode

@@ -117,11 +117,15 @@ CTCX_HOST_DEVICE double log_(double x) { return log(x); }
 #endif
 
 // log(exp(a) + exp(b)), exactly -inf when both are -inf (no NaN from inf - inf).
+// One exp: the larger side's term is exp(0) = 1, so shift + log(1 + exp(d))
+// with d = (a - shift) + (b - shift) (exactly the smaller side's difference,
+// NaN for a NaN or +inf side) is the two-exp form's value bit for bit.
 template <typename T>
 CTCX_HOST_DEVICE T log_add_exp(T a, T b) {
   const T m = a > b ? a : b;
   const T shift = m == neg_inf<T>() ? T(0) : m;
-  return shift + log_(exp_(a - shift) + exp_(b - shift));
+  const T r = shift + log_(T(1) + exp_((a - shift) + (b - shift)));
+  return (a == neg_inf<T>()) & (b == neg_inf<T>()) ? neg_inf<T>() : r;
 }
 
 // log(exp(a) + exp(b) + exp(c)), exactly -inf when all are -inf.
