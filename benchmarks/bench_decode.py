@@ -35,6 +35,11 @@ and the share of answers equal to ctcx's say whether a faster peer gave the
 same answers; "better" counts samples where its answer is more probable than
 ctcx's.
 
+Greedy decoding (CPU, each workload, one thread): ``ctcx.greedy_decode``
+(Python lists out) against the same in plain torch (argmax, a mask of the
+kept frames, ``tolist``) at batch sizes 1, 32 and the whole batch, and the
+op alone against ``torch.argmax`` alone; both must give the same lists.
+
 GPU peer (``--device cuda``): torchaudio's ``cuda_ctc_decoder`` with
 blank_skip_threshold 1.0 (no skipping, as ctcx by default) and 0.95 (its
 default; ctcx then uses the same threshold), beams 10 and 64, against ctcx
@@ -267,15 +272,49 @@ def captcha_posteriors(checkpoint: Optional[str]) -> Optional[tuple]:
     return lp.transpose(0, 1).contiguous(), [""] + list(config.charset)
 
 
+def plain_greedy(lp: torch.Tensor) -> List[List[int]]:
+    """Best-path decoding in plain torch, (B, T, C) -> lists: argmax, a mask
+    of kept frames (not blank, not a repeat), tolist."""
+    best = lp.argmax(-1)
+    keep = best != 0
+    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+    return [row[m].tolist() for row, m in zip(best, keep)]
+
+
+def bench_greedy(name: str, lp: torch.Tensor, args) -> None:
+    """ctcx.greedy_decode (the API, lists out) vs plain torch, and the op
+    alone vs torch.argmax alone, at several batch sizes, one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    print(f"\ngreedy, {name}: T={lp.shape[1]} C={lp.shape[2]}, one thread, milliseconds per call")
+    print(f"  {'batch':>6} {'ctcx API':>9} {'plain torch':>12} {'ratio':>6} {'ctcx op':>9} {'argmax':>9} {'ratio':>6}")
+    for B in sorted({b for b in (1, 32) if b < lp.shape[0]} | {lp.shape[0]}):
+        x = lp[:B]
+        if ctcx.greedy_decode(x, batch_first=True) != plain_greedy(x):
+            raise SystemExit(f"greedy mismatch on {name} at batch {B}")
+        lengths = torch.full((B,), x.shape[1], dtype=torch.long)
+        tnc = x.transpose(0, 1)
+        repeats = max(args.repeats, 20 if B < 100 else 5)
+        api = median_seconds(lambda: ctcx.greedy_decode(x, batch_first=True), repeats) * 1e3
+        plain = median_seconds(lambda: plain_greedy(x), repeats) * 1e3
+        op = median_seconds(lambda: torch.ops.ctcx.ctc_greedy_decode(tnc, lengths, 0), repeats) * 1e3
+        argmax = median_seconds(lambda: tnc.argmax(-1), repeats) * 1e3
+        print(f"  {B:>6} {api:9.3f} {plain:12.3f} {plain / api:5.1f}x {op:9.3f} {argmax:9.3f} {op / argmax:5.2f}x",
+              flush=True)
+    torch.set_num_threads(threads)
+
+
 def bench_cpu(args) -> None:
     if "random" in args.workloads:
         for C in args.classes:
-            bench_workload(f"random, scale {args.scale}", posteriors(args.batch, args.frames, C, args.scale),
-                           labels_for(C), args)
+            lp = posteriors(args.batch, args.frames, C, args.scale)
+            bench_workload(f"random, scale {args.scale}", lp, labels_for(C), args)
+            bench_greedy(f"random, scale {args.scale}", lp, args)
     if "captcha" in args.workloads:
         found = captcha_posteriors(args.checkpoint)
         if found:
             bench_workload("captcha-36x4, real CRNN posteriors", *found, args)
+            bench_greedy("captcha-36x4, real CRNN posteriors", found[0], args)
 
 
 def bench_cuda(args) -> None:

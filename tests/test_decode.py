@@ -44,6 +44,30 @@ def test_ties_and_nan_follow_torch_argmax(device):
     assert out == [[3], [2]]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("C", [15, 16, 17, 33, 1000])
+def test_wide_rows_follow_torch_argmax(device, C, dtype):
+    """Rows wider than the CPU's 16-class blocks: the maximum found in one
+    pass, its first occurrence in a later block, ties across blocks, NaN
+    late in a row, rows of -inf, +inf and signed zeros, as torch.argmax."""
+    g = torch.Generator().manual_seed(C)
+    T, N = 12, 3
+    x = torch.randn(T, N, C, generator=g).to(dtype)
+    top = x.amax(-1, keepdim=True)
+    x[0, 0, C - 1] = top[0, 0, 0] + 1  # the last class, alone in the last block
+    x[1, 0, C // 2] = x[1, 0, C - 1] = top[1, 0, 0] + 1  # a tie across blocks: the first
+    x[2, 1, C - 2] = float("nan")  # NaN late in the row
+    x[2, 1, 0] = float("inf")
+    x[3, 2] = float("-inf")  # a row of -inf: class 0
+    x[4, 2] = 0.0
+    x[4, 2, : C // 2] = -0.0  # -0 == +0: the first of them
+    x[5, 1, C - 3] = float("inf")
+    x[6, 0] = 1.0  # all tied
+    out = ctcx.greedy_decode(x.to(device), blank=1)
+    for n in range(N):
+        assert out[n] == collapse(x[:, n].argmax(-1).tolist(), blank=1), n
+
+
 def test_batch_first_and_strided_views(device):
     g = torch.Generator().manual_seed(2)
     lp = torch.randn(30, 5, 9, generator=g).to(device)

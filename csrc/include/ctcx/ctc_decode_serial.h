@@ -12,8 +12,8 @@
 // - the frame's tokens are scanned once, keeping those that could beat theta
 //   even from the best extendable prefix (score_0 + lp >= theta; addition is
 //   monotonic, so they are a prefix of the frame's tokens in beam_step's
-//   order and keep beam_step's ranks). While the row streams by, the best
-//   prefix's extensions raise a score-only copy of theta, so on a flat frame
+//   order and keep beam_step's ranks). While the row streams by, the K best
+//   of the best prefix's extensions give a second bound, so on a flat frame
 //   the kept tokens stay few too. On peaked posteriors one or two tokens are
 //   kept instead of beam_step's 2K, with no heap or sort over the vocabulary;
 // - each extendable prefix (best first) takes its tokens (best first) until
@@ -190,9 +190,14 @@ class PrunedStep {
     int32_t s = 0;
     if (first < nb) {
       const acc_t best = cur.score[first];
+      // The K-th best of the union is at least the K-th best of each part:
+      // the STAY and REP candidates, and the extensions seen so far.
+      const acc_t theta0 = best_.full() ? best_.worst().score : ninf;
       scores_.reset(K);
-      for (int32_t i = 0; i < best_.size(); ++i) scores_.offer(best_.data()[i].score);
-      auto cut = [&] { return scores_.full() ? scores_.worst() : ninf; };
+      auto cut = [&] {
+        const acc_t ext = scores_.full() ? scores_.worst() : ninf;
+        return ext > theta0 ? ext : theta0;
+      };
       constexpr int64_t kBlock = 16;
       for (int64_t base = 0; base < C; base += kBlock) {
         const acc_t low = cut();
