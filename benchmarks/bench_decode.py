@@ -50,20 +50,26 @@ CUDA and ctcx CPU. Times are wall-clock medians with the GPU synchronized.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
-import multiprocessing
-import statistics
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+import os
 
-import torch
+# numpy's OpenBLAS threads spin on a core after any BLAS call and would slow
+# whichever decoder is timed next; no decoder here uses BLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import ctcx
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+import multiprocessing  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, List, Optional, Sequence  # noqa: E402
+
+import torch  # noqa: E402
+
+import ctcx  # noqa: E402
 
 
 def posteriors(B: int, T: int, C: int, scale: float, seed: int = 0) -> torch.Tensor:

@@ -111,32 +111,54 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
   const acc_t log_skip = static_cast<acc_t>(log_skip_threshold);
   acc_t* scores = static_cast<acc_t*>(out.scores);
 
-  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+  // Samples go frame by frame in groups of kGroup: with time-major input
+  // ((T, N, C), the usual layout) the group's rows of one frame are adjacent
+  // in memory, where one sample's frames are N * C apart.
+  constexpr int64_t kGroup = 16;
+  at::parallel_for(0, N, kGroup, [&](int64_t begin, int64_t end) {
     decode::PrunedStep<acc_t> step;
+    const size_t beam_words = (2 * decode::beam_bytes<acc_t>(K) + 7) / 8;
     // uint64_t words: 8-byte alignment, all the carved arrays need.
-    std::vector<uint64_t> beam_mem((2 * decode::beam_bytes<acc_t>(K) + 7) / 8);
-    decode::Carver beam_carver{reinterpret_cast<unsigned char*>(beam_mem.data())};
-    const decode::BeamView<acc_t> beams[2] = {decode::carve_beam<acc_t>(beam_carver, K),
-                                              decode::carve_beam<acc_t>(beam_carver, K)};
-    std::vector<int32_t> hist_pred, hist_tok;
+    std::vector<uint64_t> beam_mem(kGroup * beam_words);
+    std::vector<decode::BeamView<acc_t>> beams(2 * kGroup);
+    for (int64_t g = 0; g < kGroup; ++g) {
+      decode::Carver carver{reinterpret_cast<unsigned char*>(beam_mem.data() + g * beam_words)};
+      beams[2 * g] = decode::carve_beam<acc_t>(carver, K);
+      beams[2 * g + 1] = decode::carve_beam<acc_t>(carver, K);
+    }
+    std::vector<int32_t> hist_pred[kGroup], hist_tok[kGroup];
+    int32_t nb[kGroup];
 
-    for (int64_t n = begin; n < end; ++n) {
-      const int64_t frames = input_lengths[n];
-      int32_t nb = decode::init_beam(beams[0], frames, cfg.min_length);
-      hist_pred.resize(frames * K);
-      hist_tok.resize(frames * K);
-      for (int64_t t = 0; t < frames; ++t) {
-        const scalar_t* row = data + t * st + n * sn;
-        const bool extend = !(decode::read_lp<acc_t>(row, cfg.blank) > log_skip);
-        nb = step.step(cfg, row, C, allowed, extend, static_cast<int32_t>(frames - 1 - t), nb,
-                       beams[t & 1], beams[(t + 1) & 1], hist_pred.data() + t * K,
-                       hist_tok.data() + t * K);
+    for (int64_t first = begin; first < end; first += kGroup) {
+      const int64_t count = end - first < kGroup ? end - first : kGroup;
+      int64_t longest = 0;
+      for (int64_t g = 0; g < count; ++g) {
+        const int64_t frames = input_lengths[first + g];
+        longest = frames > longest ? frames : longest;
+        nb[g] = decode::init_beam(beams[2 * g], frames, cfg.min_length);
+        hist_pred[g].resize(frames * K);
+        hist_tok[g].resize(frames * K);
       }
-      for (int64_t i = 0; i < top_k; ++i) {
-        const int64_t at = n * top_k + i;
-        decode::write_hypothesis(static_cast<int32_t>(i), nb, beams[frames & 1], hist_pred.data(),
-                                 hist_tok.data(), K, frames, T, out.tokens + at * T,
-                                 out.timesteps + at * T, out.lengths + at, scores + at);
+      for (int64_t t = 0; t < longest; ++t) {
+        for (int64_t g = 0; g < count; ++g) {
+          const int64_t n = first + g, frames = input_lengths[n];
+          if (t >= frames) continue;
+          const scalar_t* row = data + t * st + n * sn;
+          const bool extend = !(decode::read_lp<acc_t>(row, cfg.blank) > log_skip);
+          nb[g] = step.step(cfg, row, C, allowed, extend, static_cast<int32_t>(frames - 1 - t), nb[g],
+                            beams[2 * g + (t & 1)], beams[2 * g + ((t + 1) & 1)],
+                            hist_pred[g].data() + t * K, hist_tok[g].data() + t * K);
+        }
+      }
+      for (int64_t g = 0; g < count; ++g) {
+        const int64_t n = first + g, frames = input_lengths[n];
+        for (int64_t i = 0; i < top_k; ++i) {
+          const int64_t at = n * top_k + i;
+          decode::write_hypothesis(static_cast<int32_t>(i), nb[g], beams[2 * g + (frames & 1)],
+                                   hist_pred[g].data(), hist_tok[g].data(), K, frames, T,
+                                   out.tokens + at * T, out.timesteps + at * T, out.lengths + at,
+                                   scores + at);
+        }
       }
     }
   });

@@ -54,7 +54,7 @@ struct Negligible<double> {
 };
 
 template <typename T>
-inline T log_add_exp_branching(T a, T b) {
+CTCX_HOST_DEVICE T log_add_exp_branching(T a, T b) {
   const T m = a > b ? a : b;
   const T shift = m == neg_inf<T>() ? T(0) : m;
   if ((a - shift) + (b - shift) < Negligible<T>::value) {
@@ -77,9 +77,10 @@ class TopK {
   }
   bool full() const { return n_ == k_; }
   int32_t size() const { return n_; }
-  const T& worst() const { return small_ ? v_[n_ - 1] : v_[0]; }  // needs size() > 0
+  CTCX_HOST_DEVICE const T& worst() const { return small_ ? v_[n_ - 1] : v_[0]; }  // needs size() > 0
 
-  void offer(const T& x) {
+  // (Forced inline: in the op's large step GCC otherwise keeps it a call.)
+  CTCX_HOST_DEVICE void offer(const T& x) {
     const Better better_than;
     if (n_ == k_ && !better_than(x, worst())) return;
     if (small_) {
@@ -133,11 +134,12 @@ class PrunedStep {
     // beam_step extends only when the frame has a token; with none, every
     // REP and EXT score is -inf there and here alike, so M > 0 is enough.
     const bool any_token = extend && M > 0;
-    auto extendable = [&](int32_t j) {
-      return any_token && cur.score[j] > ninf && cur.len[j] < cfg.max_length &&
-             cur.len[j] + 1 + remaining >= cfg.min_length;
-    };
     reserve(K, C);
+    char* const extendable = extendable_.data();
+    for (int32_t j = 0; j < nb; ++j) {
+      extendable[j] = any_token && cur.score[j] > ninf && cur.len[j] < cfg.max_length &&
+                      cur.len[j] + 1 + remaining >= cfg.min_length;
+    }
 
     // 1. Parents in the beam, and each entry's children.
     for (int32_t k = 0; k < nb; ++k) {
@@ -145,11 +147,14 @@ class PrunedStep {
       first_child_[k] = -1;
     }
     if (extend) find_parents(cur, nb);
+    char* const repeat_in_beam = repeat_in_beam_.data();  // prefix k + its last token is in the beam
+    for (int32_t k = 0; k < nb; ++k) repeat_in_beam[k] = 0;
     for (int32_t k = nb - 1; k >= 0; --k) {
       const int32_t j = parent_[k];
       if (j >= 0) {
         next_child_[k] = first_child_[j];
         first_child_[j] = k;
+        repeat_in_beam[j] |= cur.last[k] == cur.last[j];
       }
     }
 
@@ -177,7 +182,7 @@ class PrunedStep {
     }
     for (int32_t j = 0; j < nb; ++j) {
       // prefix j + its last token in the beam: that is a STAY, not a REP
-      if (cur.len[j] == 0 || !extendable(j) || has_child(j, cur.last[j], cur)) continue;
+      if (cur.len[j] == 0 || !extendable[j] || repeat_in_beam[j]) continue;
       best_.offer({sane(cur.pb[j] + read_lp<acc_t>(row, cur.last[j])), K + j});
     }
 
@@ -186,7 +191,7 @@ class PrunedStep {
     // rejects NaN; -inf is rejected below): a vectorizable pass over blocks of
     // the row, with a second look only at blocks that hold a survivor.
     int32_t first = 0;
-    while (first < nb && !extendable(first)) ++first;
+    while (first < nb && !extendable[first]) ++first;
     int32_t s = 0;
     if (first < nb) {
       const acc_t best = cur.score[first];
@@ -200,19 +205,22 @@ class PrunedStep {
       };
       constexpr int64_t kBlock = 16;
       for (int64_t base = 0; base < C; base += kBlock) {
+        // Raised only by the offers below: a stale value keeps more tokens,
+        // which the final filter drops.
         const acc_t low = cut();
-        bool any = false;
-        if (base + kBlock <= C) {
-          for (int64_t c = 0; c < kBlock; ++c) any |= best + static_cast<acc_t>(row[base + c]) >= low;
-        } else {
-          for (int64_t c = base; c < C; ++c) any |= best + static_cast<acc_t>(row[c]) >= low;
-        }
-        if (!any) continue;
         const int64_t end = base + kBlock < C ? base + kBlock : C;
+        int hits = 0;  // an int, not a bool: GCC vectorizes a sum, not an or
+        if (end - base == kBlock) {
+          for (int64_t i = 0; i < kBlock; ++i) hits += best + static_cast<acc_t>(row[base + i]) >= low;
+        } else {
+          for (int64_t c = base; c < end; ++c) hits += best + static_cast<acc_t>(row[c]) >= low;
+        }
+        // the blank passes on every frame it dominates: not a token
+        if (cfg.blank >= base && cfg.blank < end) hits -= best + lp_blank >= low;
+        if (!hits) continue;
         for (int64_t c = base; c < end; ++c) {
           const acc_t v = static_cast<acc_t>(row[c]);
-          if (!(v > ninf) || !(best + v >= cut()) || c == cfg.blank ||
-              (allowed != nullptr && !allowed[c])) {
+          if (!(v > ninf) || !(best + v >= low) || c == cfg.blank || (allowed != nullptr && !allowed[c])) {
             continue;
           }
           tokens_[s++] = {v, static_cast<int32_t>(c)};
@@ -231,13 +239,22 @@ class PrunedStep {
         std::nth_element(tokens_.begin(), tokens_.begin() + M, tokens_.begin() + s, CandidateOrder<acc_t>{});
         s = M;
       }
-      std::sort(tokens_.begin(), tokens_.begin() + s, CandidateOrder<acc_t>{});
+      if (s <= 16) {  // usually one or two: an inline insertion sort, not a call
+        for (int32_t i = 1; i < s; ++i) {
+          const Candidate<acc_t> x = tokens_[i];
+          int32_t at = i;
+          for (; at > 0 && better(x, tokens_[at - 1]); --at) tokens_[at] = tokens_[at - 1];
+          tokens_[at] = x;
+        }
+      } else {
+        std::sort(tokens_.begin(), tokens_.begin() + s, CandidateOrder<acc_t>{});
+      }
     }
 
     // 5. EXT candidates, in increasing id order.
     auto theta = [&] { return best_.full() ? best_.worst().score : ninf; };
     for (int32_t j = first; j < nb && s > 0; ++j) {
-      if (!extendable(j)) continue;
+      if (!extendable[j]) continue;
       if (!(sane(cur.score[j] + tokens_[0].score) > theta())) break;  // nor any later prefix
       for (int32_t r = 0; r < s; ++r) {
         const int32_t token = tokens_[r].id;
@@ -296,7 +313,7 @@ class PrunedStep {
 
  private:
   // Whether prefix j + token is in the beam (a child of j ends in token).
-  bool has_child(int32_t j, int32_t token, const BeamView<acc_t>& b) const {
+  CTCX_HOST_DEVICE bool has_child(int32_t j, int32_t token, const BeamView<acc_t>& b) const {
     for (int32_t k = first_child_[j]; k >= 0; k = next_child_[k]) {
       if (b.last[k] == token) return true;
     }
@@ -308,14 +325,31 @@ class PrunedStep {
       for (auto* v : {&parent_, &first_child_, &next_child_}) v->resize(K);
       for (auto* v : {&stay_pb_, &stay_pnb_, &total_}) v->resize(K);
       stay_emits_.resize(K);
+      extendable_.resize(K);
+      repeat_in_beam_.resize(K);
     }
     if (static_cast<int64_t>(tokens_.size()) < C) tokens_.resize(C);
   }
 
   // parent_[k] = the first j with prefix j = prefix k minus its last token
-  // (coop_find_parents' answer) by open addressing: entries are inserted in
-  // beam order, so a lookup finds the first match.
+  // (coop_find_parents' answer): by direct tests in a small beam, else by
+  // open addressing (entries inserted in beam order, so a lookup finds the
+  // first match).
   void find_parents(const BeamView<acc_t>& b, int32_t nb) {
+    if (nb <= 16) {  // a small beam: nb^2 tests cost less than setting up a table
+      for (int32_t k = 0; k < nb; ++k) {
+        const int32_t want = b.len[k] - 1;
+        if (want < 0) continue;
+        const uint64_t h = b.parent_hash[k];
+        for (int32_t j = 0; j < nb; ++j) {
+          if (b.hash[j] == h && b.len[j] == want) {
+            parent_[k] = j;
+            break;
+          }
+        }
+      }
+      return;
+    }
     const size_t slots = static_cast<size_t>(pow2_ceil(2 * (nb > 0 ? nb : 1)));
     const size_t mask = slots - 1;
     table_.assign(slots, -1);
@@ -338,7 +372,7 @@ class PrunedStep {
 
   std::vector<int32_t> parent_, first_child_, next_child_, table_;
   std::vector<acc_t> stay_pb_, stay_pnb_, total_;
-  std::vector<char> stay_emits_;
+  std::vector<char> stay_emits_, extendable_, repeat_in_beam_;
   std::vector<Candidate<acc_t>> tokens_;
   TopK<Candidate<acc_t>, CandidateOrder<acc_t>> best_;
   TopK<acc_t, std::greater<acc_t>> scores_;
