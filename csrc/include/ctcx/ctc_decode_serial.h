@@ -63,37 +63,51 @@ CTCX_HOST_DEVICE T log_add_exp_branching(T a, T b) {
   return log_add_exp(a, b);
 }
 
+template <typename acc_t>
+CTCX_HOST_DEVICE acc_t score_of(const Candidate<acc_t>& c) {
+  return c.score;
+}
+template <typename acc_t>
+CTCX_HOST_DEVICE acc_t score_of(acc_t v) {
+  return v;
+}
+
 // The k best of a stream under a strict order `Better`: for small k a sorted
 // array (an insertion moves a few entries, and the result needs no sort), for
-// larger k a heap with the worst on top.
-template <typename T, typename Better>
+// larger k a heap with the worst on top. bound() is the k-th best's score
+// (-inf while fewer than k), kept up to date by offer().
+template <typename T, typename Better, typename S>
 class TopK {
  public:
   void reset(int32_t k) {
     k_ = k;
     n_ = 0;
     small_ = k <= kSmall;
+    bound_ = neg_inf<S>();
     if (static_cast<int32_t>(v_.size()) < k) v_.resize(k);
   }
   bool full() const { return n_ == k_; }
   int32_t size() const { return n_; }
-  CTCX_HOST_DEVICE const T& worst() const { return small_ ? v_[n_ - 1] : v_[0]; }  // needs size() > 0
+  S bound() const { return bound_; }
 
   // (Forced inline: in the op's large step GCC otherwise keeps it a call.)
   CTCX_HOST_DEVICE void offer(const T& x) {
     const Better better_than;
-    if (n_ == k_ && !better_than(x, worst())) return;
+    if (n_ == k_ && !better_than(x, small_ ? v_[n_ - 1] : v_[0])) return;
     if (small_) {
       int32_t i = n_ < k_ ? n_++ : n_ - 1;  // the new slot, or the dropped worst's
       for (; i > 0 && better_than(x, v_[i - 1]); --i) v_[i] = v_[i - 1];
       v_[i] = x;
-    } else if (n_ < k_) {
-      v_[n_++] = x;
-      std::push_heap(v_.begin(), v_.begin() + n_, better_than);
+      if (n_ == k_) bound_ = score_of(v_[n_ - 1]);
     } else {
-      std::pop_heap(v_.begin(), v_.begin() + n_, better_than);
-      v_[n_ - 1] = x;
+      if (n_ < k_) {
+        v_[n_++] = x;
+      } else {
+        std::pop_heap(v_.begin(), v_.begin() + n_, better_than);
+        v_[n_ - 1] = x;
+      }
       std::push_heap(v_.begin(), v_.begin() + n_, better_than);
+      if (n_ == k_) bound_ = score_of(v_[0]);
     }
   }
 
@@ -111,6 +125,7 @@ class TopK {
   std::vector<T> v_;
   int32_t k_ = 0, n_ = 0;
   bool small_ = true;
+  S bound_;
 };
 
 template <typename acc_t>
@@ -197,10 +212,10 @@ class PrunedStep {
       const acc_t best = cur.score[first];
       // The K-th best of the union is at least the K-th best of each part:
       // the STAY and REP candidates, and the extensions seen so far.
-      const acc_t theta0 = best_.full() ? best_.worst().score : ninf;
+      const acc_t theta0 = best_.bound();
       scores_.reset(K);
       auto cut = [&] {
-        const acc_t ext = scores_.full() ? scores_.worst() : ninf;
+        const acc_t ext = scores_.bound();
         return ext > theta0 ? ext : theta0;
       };
       constexpr int64_t kBlock = 16;
@@ -216,13 +231,13 @@ class PrunedStep {
           for (int64_t c = base; c < end; ++c) hits += best + static_cast<acc_t>(row[c]) >= low;
         }
         // the blank passes on every frame it dominates: not a token
-        if (cfg.blank >= base && cfg.blank < end) hits -= best + lp_blank >= low;
+        if (cfg.blank >= base && cfg.blank < end) hits -= best + static_cast<acc_t>(row[cfg.blank]) >= low;
         if (!hits) continue;
-        for (int64_t c = base; c < end; ++c) {
+        for (int64_t c = base; c < end && hits > 0; ++c) {  // up to the block's last passing token
           const acc_t v = static_cast<acc_t>(row[c]);
-          if (!(v > ninf) || !(best + v >= low) || c == cfg.blank || (allowed != nullptr && !allowed[c])) {
-            continue;
-          }
+          if (!(best + v >= low) || c == cfg.blank) continue;
+          --hits;
+          if (!(v > ninf) || (allowed != nullptr && !allowed[c])) continue;
           tokens_[s++] = {v, static_cast<int32_t>(c)};
           if (c != cur.last[first] && !has_child(first, static_cast<int32_t>(c), cur)) {
             scores_.offer(sane(best + v));  // EXT(first, c), a real candidate
@@ -252,15 +267,14 @@ class PrunedStep {
     }
 
     // 5. EXT candidates, in increasing id order.
-    auto theta = [&] { return best_.full() ? best_.worst().score : ninf; };
     for (int32_t j = first; j < nb && s > 0; ++j) {
       if (!extendable[j]) continue;
-      if (!(sane(cur.score[j] + tokens_[0].score) > theta())) break;  // nor any later prefix
+      if (!(sane(cur.score[j] + tokens_[0].score) > best_.bound())) break;  // nor any later prefix
       for (int32_t r = 0; r < s; ++r) {
         const int32_t token = tokens_[r].id;
         if (token == cur.last[j]) continue;  // a REP, not an EXT
         const acc_t score = sane(cur.score[j] + tokens_[r].score);
-        if (!(score > theta()) || !(score > ninf)) break;  // nor any later token
+        if (!(score > best_.bound()) || !(score > ninf)) break;  // nor any later token
         // prefix j + token in the beam: merged into that prefix's STAY
         if (!has_child(j, token, cur)) best_.offer({score, 2 * K + j * M + r});
       }
@@ -374,8 +388,8 @@ class PrunedStep {
   std::vector<acc_t> stay_pb_, stay_pnb_, total_;
   std::vector<char> stay_emits_, extendable_, repeat_in_beam_;
   std::vector<Candidate<acc_t>> tokens_;
-  TopK<Candidate<acc_t>, CandidateOrder<acc_t>> best_;
-  TopK<acc_t, std::greater<acc_t>> scores_;
+  TopK<Candidate<acc_t>, CandidateOrder<acc_t>, acc_t> best_;
+  TopK<acc_t, std::greater<acc_t>, acc_t> scores_;
 };
 
 }  // namespace decode
