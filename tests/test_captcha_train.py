@@ -431,3 +431,87 @@ def test_sigterm_stops_the_command_with_exit_code_130_and_a_resumable_checkpoint
     assert "stopped by SIGTERM" in printed + err and "--resume" in printed + err
     saved = read_checkpoint(out / "checkpoint.pt")
     assert 0 < saved["step"] < 100000 and not saved["complete"]
+
+
+# ---- fine-tuning (--init-from) -------------------------------------------------------------------
+
+def checkpoint_of(config, path, step=7):
+    """A checkpoint of a freshly initialised model of ``config``, as training writes one."""
+    from ctcx.captcha.checkpoint import save_checkpoint
+    from ctcx.captcha.model import build_model
+
+    torch.manual_seed(1)
+    model = build_model(config)
+    save_checkpoint(path, {"config": config.to_dict(), "charset": config.charset, "step": step,
+                           "complete": True, "state_dict": model.state_dict()})
+    return model
+
+
+def test_init_from_carries_weights_and_shared_characters(tmp_path):
+    from ctcx.captcha.finetune import init_from_checkpoint
+    from ctcx.captcha.model import build_model
+
+    source = checkpoint_of(tiny(tmp_path, charset="0123456789"), tmp_path / "source.pt")
+    # another charset, image size and label length; the same architecture
+    config = tiny(tmp_path / "ft", charset="9A0B", image_width=120, image_height=40, min_length=2, max_length=5)
+    torch.manual_seed(2)
+    model = build_model(config)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    info = init_from_checkpoint(model, config, tmp_path / "source.pt")
+    got, want = model.state_dict(), source.state_dict()
+    for name, value in want.items():
+        if not name.startswith("classifier."):
+            assert torch.equal(got[name], value), name
+    for name in ("classifier.weight", "classifier.bias"):
+        # classes: 0 blank, then 9 A 0 B here; blank, then 0..9 in the source
+        assert torch.equal(got[name][0], want[name][0])
+        assert torch.equal(got[name][1], want[name][10])  # '9'
+        assert torch.equal(got[name][3], want[name][1])  # '0'
+        assert torch.equal(got[name][2], fresh[name][2]) and torch.equal(got[name][4], fresh[name][4])  # new
+    assert info["carried"] == "90" and info["new"] == "AB" and info["step"] == 7
+    assert info["charset"] == "0123456789" and len(info["sha256"]) == 64
+
+
+def test_init_from_another_architecture_is_a_clear_error(tmp_path):
+    checkpoint_of(tiny(tmp_path, charset="digits"), tmp_path / "source.pt")
+    config = tiny(tmp_path / "ft", charset="digits", rnn_hidden=24, input_height=48,
+                  init_from=str(tmp_path / "source.pt"))
+    with pytest.raises(ValueError, match=r"rnn_hidden 16 \(this run: 24\), input_height 32 \(this run: 48\)"):
+        run(config)
+    assert not (tmp_path / "ft" / "checkpoint.pt").exists()
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        run(tiny(tmp_path / "ft2", charset="digits", init_from=str(tmp_path / "missing.pt")))
+
+
+def test_fine_tuning_starts_from_the_source_records_it_and_resumes_exactly(trained, tmp_path):
+    """From the digits model to digits + 'AB' (new rows fresh): it starts where
+    the source left off, the checkpoint names its source, and a run stopped at
+    step 13 and resumed ends with the weights of one never stopped."""
+    settings = dict(charset="0123456789AB", min_length=1, max_length=2, image_width=64, image_height=32,
+                    input_height=16, steps=20, lr=1e-3, pool_size=64)
+    fine = dict(settings, init_from=str(trained.checkpoint))
+    straight = run(tiny(tmp_path / "straight", **fine))
+    scratch = run(tiny(tmp_path / "scratch", **settings))
+    first_loss = [row["loss"] for row in straight.history if "loss" in row][0]
+    assert first_loss < 0.5 * [row["loss"] for row in scratch.history if "loss" in row][0]
+    saved = read_checkpoint(straight.checkpoint)
+    assert saved["init"]["path"] == str(trained.checkpoint)
+    assert saved["init"]["carried"] == "0123456789" and saved["init"]["new"] == "AB"
+    assert saved["config"]["init_from"] == str(trained.checkpoint)
+    assert read_checkpoint(scratch.checkpoint)["init"] is None
+
+    def interrupt(step):
+        if step == 13:
+            os.kill(os.getpid(), signal.SIGINT)  # handled at the step boundary: saved at step 13
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(tmp_path / "stopped", **fine), on_step=interrupt)
+    assert read_checkpoint(tmp_path / "stopped/checkpoint.pt")["step"] == 13
+    resumed = run(tiny(tmp_path / "stopped", **fine), resume=True)
+    assert same_weights(resumed.model, straight.model)
+    assert read_checkpoint(resumed.checkpoint)["init"] == saved["init"]
+
+
+def test_init_from_flag():
+    config = config_from_args(build_parser().parse_args(["--init-from", "runs/a/checkpoint.pt"]))
+    assert config.init_from == "runs/a/checkpoint.pt"

@@ -10,7 +10,10 @@ A checkpoint is a dict of builtins and tensors only, read back with
 - ``rng``: torch CPU/CUDA and Python ``random`` states of every process;
 - ``streams``: each process's data stream state (positions consumed and pool
   generator, see :class:`~ctcx.captcha.stream.BatchStream`);
-- ``metrics`` (last evaluation) and ``history`` (the logged curves).
+- ``metrics`` (last evaluation) and ``history`` (the logged curves);
+- ``init``: where the run's first weights came from with ``--init-from``
+  (path, sha256 of the file, its step and charset, the characters carried
+  over and the new ones), None for a fresh start.
 """
 from __future__ import annotations
 

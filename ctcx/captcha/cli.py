@@ -126,6 +126,10 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     _option(model, "--rnn-hidden", type=int, default=None, help="override the preset's GRU size per direction")
     _option(model, "--rnn-layers", type=int, default=None, help="override the preset's GRU layers")
     _option(model, "--dropout", type=float, default=d.dropout, help="dropout between GRU layers and before the classifier")
+    _option(model, "--init-from", default="", metavar="CKPT",
+            help="start from this checkpoint's weights (fine-tuning): the same architecture, any charset "
+                 "(shared characters keep their classifier rows, new ones start fresh), image size, "
+                 "label length or data; optimizer and schedule start fresh")
     _option(model, "--steps", type=int, default=d.steps, help="optimizer steps")
     _option(model, "--batch-size", type=int, default=d.batch_size, help="images per step (per process under torchrun)")
     _option(model, "--lr", type=float, default=d.lr, help="peak learning rate")
@@ -192,6 +196,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """
     names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "input_height",
              "input_width", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers", "dropout",
+             "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp",
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",
              "seed", "device", "threads", "out_dir")

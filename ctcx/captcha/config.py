@@ -44,6 +44,8 @@ class TrainConfig:
 
     Model: ``preset`` picks conv widths, GRU size and layers
     (:data:`~ctcx.captcha.model.PRESETS`); the fields left None take it.
+    ``init_from`` names a checkpoint whose weights start the run instead of
+    a fresh initialisation (fine-tuning; see :mod:`ctcx.captcha.finetune`).
 
     Raises:
         ValueError: from ``__post_init__`` when a value is out of range (the
@@ -72,6 +74,7 @@ class TrainConfig:
     rnn_hidden: Optional[int] = None
     rnn_layers: Optional[int] = None
     dropout: float = 0.0
+    init_from: str = ""  # a checkpoint whose weights start the run (ctcx.captcha.finetune)
     # optimisation
     steps: int = 5500
     batch_size: int = 64

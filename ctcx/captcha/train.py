@@ -36,6 +36,7 @@ from .evaluate import EvalResult, evaluate
 from .folder import FolderImages, read_folder, split_items
 from .images import to_model_input
 from .labels import infer_charset
+from .finetune import init_from_checkpoint
 from .model import CRNN, build_model, count_parameters
 from .stream import BatchStream
 
@@ -366,6 +367,12 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step, history, elapsed, running = 0, [], 0.0, None
     stream_state = None
+    init = saved.get("init") if saved is not None else None
+    if saved is None and config.init_from:
+        init = init_from_checkpoint(model, config, config.init_from)
+        if procs.main:
+            log(f"weights from {init['path']} (step {init['step']}): {len(init['carried'])} characters carried "
+                f"over" + (f", {len(init['new'])} new ({init['new']})" if init["new"] else ""))
     if saved is not None:
         model.load_state_dict(saved["state_dict"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -414,7 +421,7 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng, "streams": streams, "elapsed": elapsed_now(),
-            "running_loss": running, "metrics": dict(metrics or {}), "history": history,
+            "running_loss": running, "metrics": dict(metrics or {}), "history": history, "init": init,
         })
         write_csv(history, path.with_name("log.csv"))
 
