@@ -43,6 +43,16 @@ def test_dry_run_passes_and_writes_a_summary(tmp_path):
     assert len(files) <= 8 and all(f.is_file() for f in files)
 
 
+def test_children_import_the_ctcx_each_mode_means(tmp_path):
+    """The GPU run builds in place, so its scripts (tools/, benchmarks/) must
+    see the tree; the dry run checks the installed ctcx, which the tree's own
+    ctcx/ must not shadow."""
+    real = gpu_check.Run(tmp_path, budget=60, dry_run=False)
+    assert real.env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT) and "PYTHONSAFEPATH" not in real.env
+    dry = gpu_check.Run(tmp_path, budget=60, dry_run=True)
+    assert dry.env["PYTHONSAFEPATH"] == "1"
+
+
 def test_a_hanging_step_is_killed_at_its_limit(tmp_path):
     run = gpu_check.Run(tmp_path, budget=60, dry_run=True)
     start = time.monotonic()

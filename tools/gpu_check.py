@@ -94,6 +94,15 @@ class Run:
         self.steps: List[Dict] = []
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.built = dry_run  # the dry run tests the ctcx that is installed
+        if dry_run:
+            # Children run in the source tree: `python -c` and `python -m` would
+            # import its ctcx/ (no extension there after a non-editable install)
+            # instead of the installed one. On the GPU machine the in-place
+            # build in the tree is the one meant.
+            self.env["PYTHONSAFEPATH"] = "1"
+        else:
+            # ... and the scripts (tools/, benchmarks/) import it too.
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")]))
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
