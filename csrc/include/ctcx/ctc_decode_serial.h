@@ -86,7 +86,6 @@ class TopK {
     bound_ = neg_inf<S>();
     if (static_cast<int32_t>(v_.size()) < k) v_.resize(k);
   }
-  bool full() const { return n_ == k_; }
   int32_t size() const { return n_; }
   S bound() const { return bound_; }
 
@@ -116,9 +115,6 @@ class TopK {
     if (!small_) std::sort_heap(v_.begin(), v_.begin() + n_, Better{});
     return v_.data();
   }
-
-  // The entries in no particular order.
-  const T* data() const { return v_.data(); }
 
  private:
   static constexpr int32_t kSmall = 32;
