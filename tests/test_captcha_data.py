@@ -10,7 +10,7 @@ from PIL import Image
 from ctcx.captcha import CHARSETS, PRESETS, TrainConfig, build_model, count_parameters
 from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, _drawer, draw_captcha
 from ctcx.captcha.folder import FolderImages, read_folder, split_items
-from ctcx.captcha.images import augment, output_width, pad_batch, preprocess, to_model_input
+from ctcx.captcha.images import augment, jitter, output_width, pad_batch, preprocess, to_model_input
 from ctcx.captcha.labels import (decode_label, encode_label, infer_charset, label_from_filename,
                                  parse_length_range, resolve_charset)
 from ctcx.captcha.metrics import character_error_rate, edit_distance, exact_match
@@ -88,6 +88,51 @@ def test_augment_is_mild_reproducible_and_keeps_the_size():
     assert one.size == image.size and np.array_equal(np.asarray(one), np.asarray(two))
     diff = np.abs(np.asarray(one.convert("L"), np.int16) - np.asarray(image.convert("L"), np.int16))
     assert 0 < diff.mean() < 60
+
+
+def _ink_batch(count=6, width=84):
+    spec = DrawSpec(DIGITS, 4, 4)
+    images = [preprocess(draw_captcha(spec, 0, "j", i)[0], 32, width=width) for i in range(count)]
+    return to_model_input(pad_batch(images)[0])
+
+
+def test_jitter_is_reproducible_mild_and_off_at_strength_zero():
+    ink = _ink_batch()
+    widths = torch.full((len(ink),), ink.shape[3])
+    one = jitter(ink, widths, torch.Generator().manual_seed(5))
+    two = jitter(ink, widths, torch.Generator().manual_seed(5))
+    other = jitter(ink, widths, torch.Generator().manual_seed(6))
+    assert one.shape == ink.shape and one.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(one, two) and not torch.equal(one, other)
+    change = (one - ink).abs().mean(dim=(1, 2, 3))
+    assert (change > 0.005).all() and (change < 0.2).all()  # every image moved, none beyond recognition
+    assert 0.8 < one.sum() / ink.sum() < 1.1  # ink is moved, not made
+    assert jitter(ink, widths, torch.Generator(), 0.0) is ink
+    # a vanishing map is the identity up to rounding: the pixel-centre convention is right
+    assert (jitter(ink, widths, torch.Generator().manual_seed(5), 1e-9) - ink).abs().max() < 1e-4
+
+
+def test_jitter_maps_each_image_about_its_own_width():
+    """An image padded into a wider batch gets the map it gets alone: the
+    map is centred on its own columns, not the batch's."""
+    ink = _ink_batch(count=2, width=64)
+    padded = torch.nn.functional.pad(ink, (0, 40))  # ink 0 = white paper, as pad_batch pads
+    widths = torch.tensor([64, 64])
+    alone = jitter(ink, widths, torch.Generator().manual_seed(2))
+    inside = jitter(padded, widths, torch.Generator().manual_seed(2))
+    assert torch.allclose(inside[..., :64], alone, atol=1e-4)
+    assert inside[..., 72:].abs().max() < 1e-4  # nothing spills far into the padding
+    # centred on the batch instead (the width of the padded batch), the result differs
+    assert not torch.allclose(jitter(padded, torch.tensor([104, 104]), torch.Generator().manual_seed(2))[..., :64],
+                              alone, atol=1e-2)
+
+
+def test_jitter_rejects_bad_arguments():
+    ink = _ink_batch(count=2)
+    with pytest.raises(ValueError, match="widths"):
+        jitter(ink, torch.tensor([84]), torch.Generator())
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        jitter(ink, torch.tensor([84, 84]), torch.Generator(), -1.0)
 
 
 # ---- drawn captchas ----------------------------------------------------------------------------
@@ -205,14 +250,20 @@ def test_config_round_trip_presets_and_validation():
         TrainConfig(min_length=5, max_length=4)
     with pytest.raises(ValueError, match="channels must be 1"):
         TrainConfig(channels=2)
+    with pytest.raises(ValueError, match="jitter must be a strength"):
+        TrainConfig(jitter=-0.5)
+    with pytest.raises(ValueError, match="ema must be a decay"):
+        TrainConfig(ema=1.0)
 
 
 def test_preset_parameter_counts_match_the_documentation():
     counts = {name: count_parameters(build_model(TrainConfig(preset=name))) for name in PRESETS}
-    assert counts == {"tiny": 370_741, "small": 1_015_173, "base": 3_344_869}
+    assert counts == {"tiny": 444_469, "small": 1_162_629, "base": 3_738_085}
+    low = {name: count_parameters(build_model(TrainConfig(preset=name, input_height=32))) for name in PRESETS}
+    assert low == {"tiny": 370_741, "small": 1_015_173, "base": 3_344_869}
     import ctcx.captcha.model as model_module
     source = open(model_module.__file__).read()
-    for count in counts.values():
+    for count in [*counts.values(), *low.values()]:
         assert f"{count:,}" in source
 
 

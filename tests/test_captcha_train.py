@@ -25,9 +25,9 @@ TRAIN = REPO / "examples/train_captcha.py"
 
 def tiny(out_dir, **overrides):
     """A run of a few seconds: small model, small pool, few steps, one thread."""
-    values = dict(conv_channels=(8, 16, 16, 16), rnn_hidden=16, steps=30, batch_size=16, pool_size=64,
+    values = dict(conv_channels=(8, 16, 16, 16), rnn_hidden=16, input_height=32, steps=30, batch_size=16, pool_size=64,
                   fresh_per_step=4, workers=0, eval_size=24, eval_every=10, save_every=10, log_every=5,
-                  threads=1, device="cpu", out_dir=str(out_dir))
+                  threads=1, device="cpu", amp="off", out_dir=str(out_dir))
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -127,6 +127,58 @@ def test_bf16_autocast_trains_with_bf16_logits(tmp_path):
         assert model(torch.rand(1, 1, 32, 84)).dtype == torch.bfloat16
 
 
+def test_amp_auto_on_cpu_takes_what_the_probe_finds_and_records_it(tmp_path, monkeypatch):
+    """--amp auto on a CPU: bf16 exactly when the probe finds it 1.25x faster;
+    the checkpoint records the choice (so a resume keeps it), the log says why."""
+    from ctcx.captcha import precision, train as train_module
+
+    assert precision.bf16_pays(1.0, 0.8) and not precision.bf16_pays(1.0, 0.81)
+    for probe, want in (((0.05, 0.03), "bf16"), ((0.05, 0.045), "off")):
+        monkeypatch.setattr(train_module, "probe_cpu_bf16", lambda *a, probe=probe, **k: probe)
+        lines = []
+        train(tiny(tmp_path / want, amp="auto", steps=4, eval_every=0, save_every=0), progress=False,
+              log=lines.append)
+        saved = read_checkpoint(tmp_path / want / "checkpoint.pt")
+        assert saved["config"]["amp"] == want
+        assert any(line.startswith("--amp auto: ") and "50 ms in float32" in line for line in lines), lines
+
+
+def test_cpu_bf16_probe_times_both_and_leaves_model_and_rng_alone():
+    from ctcx.captcha.model import build_model
+    from ctcx.captcha.precision import probe_cpu_bf16
+
+    model = build_model(tiny(".", conv_channels=(8, 16, 16, 16), rnn_hidden=16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.get_rng_state()
+    fp32, bf16 = probe_cpu_bf16(model, torch.rand(4, 1, 32, 84), 4, repeats=2)
+    assert 0 < fp32 < 5 and 0 < bf16 < 5
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # batch-norm statistics too
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_the_moving_average_is_what_is_evaluated_saved_and_loaded(tmp_path):
+    """With --ema the checkpoint's state_dict (what eval, predict, export and
+    --init-from read) is the average, the raw weights are kept for resuming,
+    and the final scores are the average's; --ema 0 saves the raw weights."""
+    from ctcx.captcha.train import load_data
+
+    result = run(tiny(tmp_path / "ema", steps=12, ema=0.9))
+    saved = read_checkpoint(result.checkpoint)
+    assert saved["ema_steps"] == 12
+    assert all(torch.equal(v, saved["state_dict"][k]) for k, v in result.model.state_dict().items())
+    raw = saved["train_state_dict"]
+    assert not all(torch.equal(raw[k], v) for k, v in saved["state_dict"].items())
+    model, config, _ = load_checkpoint(result.checkpoint)
+    data = load_data(config, progress=False)
+    again = evaluate(model, data.val_images, data.val_labels, config.charset, "greedy", 10, 4, 4)
+    assert again.predictions == result.evaluations["greedy"].predictions
+    plain = run(tiny(tmp_path / "plain", steps=12, ema=0.0))
+    saved = read_checkpoint(plain.checkpoint)
+    assert "train_state_dict" not in saved and "ema_steps" not in saved
+    assert all(torch.equal(v, saved["state_dict"][k]) for k, v in plain.model.state_dict().items())
+
+
 def test_folder_training_infers_charset_splits_and_reports_unknown_characters(tmp_path):
     assert main(["generate", str(tmp_path / "data"), "--count", "40", "--charset", "abc", "--length", "2-3",
                  "--image-size", "64x32", "--workers", "0"]) == 0
@@ -150,11 +202,12 @@ def test_torchrun_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN),
                "--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--workers", "0",
-               "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--eval-size", "16", "--save-every", "3",
-               "--threads", "1", "--no-progress", "--out", str(out)]
+               "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--input-height", "32", "--eval-size", "16",
+               "--save-every", "3", "--threads", "1", "--no-progress", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x 2 processes" in done.stderr + done.stdout
+    assert (done.stderr + done.stdout).count("--amp auto: ") == 1  # rank 0 probed and chose for both
     saved = read_checkpoint(out / "checkpoint.pt")
     assert saved["complete"] and saved["step"] == 6 and len(saved["streams"]) == 2
     assert [s["consumed"] for s in saved["streams"]] == [32 + 6 * 4] * 2
@@ -380,6 +433,7 @@ RESUME_VARIANTS = {
     "fresh batches": {"pool_size": 0},
     "bf16": {"amp": "bf16"},
     "fp16": {"amp": "fp16"},
+    "jitter, no moving average": {"jitter": 1.0, "ema": 0.0},
     "folder with augment": {"augment": True},
 }
 
@@ -390,7 +444,9 @@ def test_exact_resume_in_every_data_and_precision_mode(tmp_path, variant):
     """Stopped by a signal at step 13 and resumed, a run ends with the weights
     of one never stopped: with SIGTERM, DataLoader workers, fresh batches,
     bf16 autocast, fp16 autocast (the gradient scaler's state resumes too),
-    and folder data with augmentation."""
+    batch jitter (its generator resumes) without the weights' moving average
+    (every other variant keeps one, which resumes too), and folder data with
+    augmentation."""
     overrides = dict(RESUME_VARIANTS[variant])
     if variant == "folder with augment":
         assert main(["generate", str(tmp_path / "data"), "--count", "48", "--charset", "digits", "--length", "2",

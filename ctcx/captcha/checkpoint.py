@@ -4,10 +4,16 @@ A checkpoint is a dict of builtins and tensors only, read back with
 ``torch.load(weights_only=True)`` (no arbitrary unpickling):
 
 - ``format``; ``config`` (:meth:`TrainConfig.to_dict`) and ``charset``;
-- ``state_dict``: model weights (CPU tensors);
+- ``state_dict``: the model weights to use (CPU tensors): the moving
+  average of the weights when the run keeps one (``config["ema"]`` > 0), else
+  the trained weights. Evaluation, prediction, export and ``--init-from``
+  read this;
+- ``train_state_dict`` and ``ema_steps`` (only with a moving average): the
+  trained weights themselves and the number of averaged steps, for resuming;
 - ``step``, ``complete`` (False while training goes on);
 - ``optimizer``, ``scheduler``, ``scaler``: their ``state_dict()``;
-- ``rng``: torch CPU/CUDA and Python ``random`` states of every process;
+- ``rng``: torch CPU/CUDA and Python ``random`` states of every process, and
+  the state of its jitter generator;
 - ``streams``: each process's data stream state (positions consumed and pool
   generator, see :class:`~ctcx.captcha.stream.BatchStream`);
 - ``metrics`` (last evaluation) and ``history`` (the logged curves);

@@ -47,6 +47,15 @@ class TrainConfig:
     ``init_from`` names a checkpoint whose weights start the run instead of
     a fresh initialisation (fine-tuning; see :mod:`ctcx.captcha.finetune`).
 
+    Training: every batch gets random affine maps of strength ``jitter``
+    (:func:`~ctcx.captcha.images.jitter`); ``augment`` distorts images when
+    they are drawn or read as well. With ``ema`` > 0 an exponential moving
+    average of the weights (and batch-norm statistics) with that decay per
+    step is what evaluation, the checkpoint's ``state_dict`` and export use.
+    ``amp="auto"`` is bf16 on a GPU that has it and, on a CPU, bf16 when a
+    probe of a few steps finds it clearly faster
+    (:mod:`ctcx.captcha.precision`); the run's checkpoint records the choice.
+
     Raises:
         ValueError: from ``__post_init__`` when a value is out of range (the
             message names the field and the value).
@@ -64,8 +73,9 @@ class TrainConfig:
     val_dir: str = ""
     val_split: float = 0.1
     augment: bool = False
+    jitter: float = 0.0  # per-batch random affine maps (ctcx.captcha.images.jitter), 0 = off
     # preprocessing: height fixed, width kept in proportion (input_width 0) or fixed
-    input_height: int = 32
+    input_height: int = 48
     input_width: int = 0
     channels: int = 1
     # model
@@ -76,7 +86,7 @@ class TrainConfig:
     dropout: float = 0.0
     init_from: str = ""  # a checkpoint whose weights start the run (ctcx.captcha.finetune)
     # optimisation
-    steps: int = 5500
+    steps: int = 6800
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-2
@@ -84,6 +94,7 @@ class TrainConfig:
     warmup: float = 0.15
     clip_grad: float = 5.0
     amp: str = "auto"
+    ema: float = 0.999  # decay of the weights' moving average that is evaluated and saved, 0 = off
     # data pipeline: a pool of drawn images refreshed by DataLoader workers (0 = fresh batches)
     pool_size: int = 40000
     fresh_per_step: int = 4
@@ -141,6 +152,10 @@ class TrainConfig:
                                  f"frames at input height {self.input_height}, too few for labels of "
                                  f"{self.max_length} characters (up to {2 * self.max_length - 1} frames "
                                  f"with repeats): draw wider images or raise input_height")
+        if not (isinstance(self.jitter, (int, float)) and 0 <= self.jitter <= 4):
+            raise ValueError(f"jitter must be a strength in [0, 4] (0 = off), got {self.jitter!r}")
+        if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):
+            raise ValueError(f"ema must be a decay in [0, 1) (0 = off), got {self.ema!r}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.clip_grad >= 0 and 0 <= self.dropout < 1
                 and 0 <= self.warmup < 1 and 0 < self.val_split < 1):
             raise ValueError(f"need lr > 0, weight_decay >= 0, clip_grad >= 0 (0 = off), 0 <= dropout < 1, "

@@ -10,10 +10,14 @@
    conv stack's zero padding both look like blank paper.
 
 :func:`augment` is the optional training-time distortion (small affine, blur,
-noise), drawn from a caller-supplied :class:`random.Random`.
+noise), drawn from a caller-supplied :class:`random.Random` when an image is
+drawn or read. :func:`jitter` is the cheap per-batch one the trainer applies
+to every training batch (on by default): a fresh random affine map per image
+and step, so that a pool of stored images is not learnt by heart.
 """
 from __future__ import annotations
 
+import math
 import random
 from typing import Sequence, Tuple
 
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-__all__ = ["WIDTH_MULTIPLE", "COLOR_MODES", "output_width", "preprocess", "augment", "pad_batch",
+__all__ = ["WIDTH_MULTIPLE", "COLOR_MODES", "output_width", "preprocess", "augment", "jitter", "pad_batch",
            "to_model_input"]
 
 WIDTH_MULTIPLE = 4
@@ -116,3 +120,57 @@ def pad_batch(images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, torch.Tensor]
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, C, H, W), 255 = white, -> the model's float32 ink in [0, 1] (0 = white)."""
     return (1.0 - images.float() / 255.0).contiguous(memory_format=torch.channels_last)
+
+
+def jitter(ink: torch.Tensor, widths: torch.Tensor, generator: torch.Generator,
+           strength: float = 1.0) -> torch.Tensor:
+    """A random affine map per image of a batch of model inputs, drawn from ``generator``.
+
+    Each image ``i`` is mapped about the centre of its own ``widths[i]``
+    columns: rotation within +-3 degrees, horizontal shear (slant) within
+    +-0.15, horizontal and vertical scale within a factor exp(+-0.08), shift
+    within +-3% of its width and +-6% of the height, every range times
+    ``strength``. Bilinear sampling; what comes from outside the image is blank
+    paper (ink 0), like the padding. It costs about a millisecond for a batch
+    of 64 captchas of 32x84, so it runs in the training process on every step.
+
+    Args:
+        ink: float (N, C, H, W) from :func:`to_model_input` (0 = white).
+        widths: int (N,), each image's own width in pixels (<= W).
+        generator: the CPU generator the maps are drawn from (N x 6 uniforms).
+        strength: scales every range; 0 returns ``ink`` unchanged.
+
+    Returns:
+        float (N, C, H, W) on ``ink``'s device, channels-last.
+
+    Raises:
+        ValueError: if ``ink`` is not 4-d, ``widths`` does not hold N widths,
+            or ``strength`` is negative.
+    """
+    if ink.dim() != 4 or widths.shape != (ink.shape[0],):
+        raise ValueError(f"jitter: need ink (N, C, H, W) and widths (N,), got {tuple(ink.shape)} and "
+                         f"{tuple(widths.shape)}")
+    if not strength >= 0:
+        raise ValueError(f"jitter: strength must be >= 0, got {strength!r}")
+    if strength == 0:
+        return ink
+    n, _, h, w = ink.shape
+    u = (torch.rand((n, 6), generator=generator, dtype=torch.float64) * 2 - 1) * strength
+    angle, shear = u[:, 0] * math.radians(3.0), u[:, 1] * 0.15
+    scale_x, scale_y = torch.exp(u[:, 2] * 0.08), torch.exp(u[:, 3] * 0.08)
+    widths = widths.to(torch.float64)
+    shift_x, shift_y = u[:, 4] * 0.03 * widths, u[:, 5] * 0.06 * h
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # output pixel p -> source pixel c + A (p - c) - shift, A = rotation x shear x scale^-1
+    a11, a12 = cos / scale_x, (cos * shear - sin) / scale_y
+    a21, a22 = sin / scale_x, (sin * shear + cos) / scale_y
+    cx, cy = widths / 2, h / 2
+    dx = (torch.arange(w, dtype=torch.float64) + 0.5)[None, None, :] - cx[:, None, None]  # (N, 1, W)
+    dy = (torch.arange(h, dtype=torch.float64) + 0.5)[None, :, None] - cy  # (1, H, 1)
+    col = lambda t: t[:, None, None]
+    src_x = col(a11) * dx + col(a12) * dy + col(cx - shift_x)
+    src_y = col(a21) * dx + col(a22) * dy + cy - col(shift_y)
+    # grid_sample's coordinates (align_corners=False): -1 and 1 are the outer edges of the edge pixels
+    grid = torch.stack((2 * src_x / w - 1, 2 * src_y / h - 1), dim=-1).to(ink.dtype).to(ink.device)
+    out = torch.nn.functional.grid_sample(ink, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last)

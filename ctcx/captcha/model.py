@@ -16,9 +16,10 @@ PRESETS: Dict[str, Dict] = {
     "small": dict(conv_channels=(32, 64, 128, 192), rnn_hidden=128, rnn_layers=2),
     "base": dict(conv_channels=(64, 128, 256, 256), rnn_hidden=256, rnn_layers=2),
 }
-"""Model sizes. Parameters with 37 classes (0-9A-Z + blank), grayscale, height 32:
-tiny 370,741 (the CPU default), small 1,015,173, base 3,344,869 (the GPU recipe).
-``count_parameters`` gives the figure for any configuration."""
+"""Model sizes. Parameters with 37 classes (0-9A-Z + blank), grayscale, input height 48
+(the default): tiny 444,469 (the CPU default), small 1,162,629, base 3,738,085 (the GPU
+recipe); at height 32: 370,741, 1,015,173 and 3,344,869. ``count_parameters`` gives
+the figure for any configuration."""
 
 
 class CRNN(nn.Module):

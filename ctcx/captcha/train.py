@@ -4,7 +4,10 @@ One process trains by default; under ``torchrun --nproc_per_node=N`` every
 process trains a DistributedDataParallel replica on its own share of the
 data stream (gloo on CPU, nccl on GPU) and only rank 0 evaluates and writes
 files. The loss is ``ctcx.ctc_loss_with_logits`` on the model's logits in
-the dtype autocast gives them (bf16 with ``amp="bf16"``).
+the dtype autocast gives them (bf16 with ``amp="bf16"``). Every batch gets
+random affine maps (:func:`~ctcx.captcha.images.jitter`) from a generator of
+its own, and with ``ema`` > 0 a moving average of the weights
+(``torch.optim.swa_utils.AveragedModel``) is what is evaluated and saved.
 """
 from __future__ import annotations
 
@@ -34,10 +37,11 @@ from .curves import plot_curves, write_csv
 from .drawn import DrawnCaptchas, DrawSpec
 from .evaluate import EvalResult, evaluate
 from .folder import FolderImages, read_folder, split_items
-from .images import to_model_input
+from .images import jitter, to_model_input
 from .labels import infer_charset
 from .finetune import init_from_checkpoint
 from .model import CRNN, build_model, count_parameters
+from .precision import AMP_SPEEDUP, amp_dtype, bf16_pays, probe_cpu_bf16
 from .stream import BatchStream
 
 __all__ = ["TrainResult", "resolve_device", "amp_dtype", "load_data", "train", "CHECKPOINT_NAME"]
@@ -72,16 +76,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
             raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
         return torch.device("cuda", local_rank)
     return torch.device(name)
-
-
-def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of an ``amp`` mode on ``device`` (None = full float32).
-
-    ``"auto"`` is bf16 on a GPU that supports it and off on CPU.
-    """
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -281,15 +275,35 @@ def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
 
 
-def _rng_state(device: torch.device) -> Dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+def _ema_update(decay: float):
+    """AveragedModel's ``multi_avg_fn``: an exponential moving average whose decay
+    ramps up as (1 + n) / (10 + n) after n updates until it reaches ``decay``,
+    so that the first weights do not linger in short runs."""
+
+    @torch.no_grad()
+    def update(averaged, current, n_averaged) -> None:
+        n = int(n_averaged)
+        rate = 1.0 - min(decay, (1.0 + n) / (10.0 + n))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, rate)
+        else:  # integer buffers (batch norm's step count) follow the model
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
+def _rng_state(device: torch.device, jitter_rng: torch.Generator) -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "jitter": jitter_rng.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: Dict[str, Any], device: torch.device) -> None:
+def _set_rng_state(state: Dict[str, Any], device: torch.device, jitter_rng: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
+    if "jitter" in state:
+        jitter_rng.set_state(state["jitter"])
     random.setstate(state["python"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -331,7 +345,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
     if resume:
         saved = read_checkpoint(path)
         keep = {name: getattr(config, name) for name in ("device", "threads", "workers")}
-        config = dataclasses.replace(TrainConfig.from_dict(saved["config"]), out_dir=config.out_dir, **keep)
+        # checkpoints written before jitter and ema existed trained without them
+        values = {"jitter": 0.0, "ema": 0.0, **saved["config"]}
+        config = dataclasses.replace(TrainConfig.from_dict(values), out_dir=config.out_dir, **keep)
         if saved.get("complete"):
             raise ValueError(f"{path} is a finished run ({saved['step']} of {config.steps} steps); "
                              f"nothing to resume")
@@ -361,12 +377,15 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
             log(note)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
+    if saved is None and config.amp == "auto" and device.type == "cpu":
+        config = _resolve_cpu_amp(config, data, model, procs, log)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _schedule(config, optimizer)
     dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step, history, elapsed, running = 0, [], 0.0, None
     stream_state = None
+    jitter_rng = torch.Generator().manual_seed(config.seed * 1000 + procs.rank + 500)
     init = saved.get("init") if saved is not None else None
     if saved is None and config.init_from:
         init = init_from_checkpoint(model, config, config.init_from)
@@ -374,7 +393,7 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
             log(f"weights from {init['path']} (step {init['step']}): {len(init['carried'])} characters carried "
                 f"over" + (f", {len(init['new'])} new ({init['new']})" if init["new"] else ""))
     if saved is not None:
-        model.load_state_dict(saved["state_dict"])
+        model.load_state_dict(saved.get("train_state_dict", saved["state_dict"]))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
@@ -384,7 +403,14 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
             raise ValueError(f"{path} was written by {len(saved['streams'])} processes; resume it with as "
                              f"many (this run has {procs.world})")
         stream_state = saved["streams"][procs.rank]
-        _set_rng_state(saved["rng"][procs.rank], device)
+        _set_rng_state(saved["rng"][procs.rank], device, jitter_rng)
+    ema = None
+    if config.ema:
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=_ema_update(config.ema), use_buffers=True)
+        if saved is not None and "train_state_dict" in saved:
+            ema.module.load_state_dict(saved["state_dict"])
+            ema.n_averaged.fill_(saved["ema_steps"])
+    scored = ema.module if ema is not None else model  # the weights evaluated and saved
     net = model
     if procs.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -401,24 +427,27 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
             else f"{data.epoch_size} images of {config.data_dir}"
         log(f"training on {device}{f' x {procs.world} processes' if procs.world > 1 else ''}, {how}, "
             f"{count_parameters(model):,} parameters ({config.preset}), charset of {len(config.charset)}, "
-            f"{source}, {config.steps} steps of {config.batch_size}"
+            f"{source}, {config.steps} steps of {config.batch_size}, jitter {config.jitter:g}, "
+            + (f"weights' moving average (decay {config.ema:g}) evaluated" if config.ema else "no moving average")
             + (f", resuming at step {step}" if step else ""))
 
     def elapsed_now() -> float:
         return elapsed + time.perf_counter() - started
 
     def score(decoder: str = "greedy") -> EvalResult:
-        return evaluate(model, data.val_images, data.val_labels, config.charset, decoder, config.beam_width,
+        return evaluate(scored, data.val_images, data.val_labels, config.charset, decoder, config.beam_width,
                         config.min_length, config.max_length)
 
     def checkpoint(complete: bool, metrics: Optional[Dict[str, float]] = None) -> None:
-        rng = procs.gather(_rng_state(device))
+        rng = procs.gather(_rng_state(device, jitter_rng))
         streams = procs.gather(stream.state_dict())
         if not procs.main:
             return
         save_checkpoint(path, {
             "config": config.to_dict(), "charset": config.charset, "step": step, "complete": complete,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu() for k, v in scored.state_dict().items()},
+            **({"train_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "ema_steps": int(ema.n_averaged)} if ema is not None else {}),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng, "streams": streams, "elapsed": elapsed_now(),
             "running_loss": running, "metrics": dict(metrics or {}), "history": history, "init": init,
@@ -436,7 +465,8 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         with tqdm(total=config.steps, initial=step, desc="training", unit="step", disable=not progress) as bar:
             while step < config.steps:
                 batch = stream.next()
-                images = to_model_input(batch.images).to(device, non_blocking=True)
+                images = jitter(to_model_input(batch.images).to(device, non_blocking=True), batch.widths,
+                                jitter_rng, config.jitter)
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     logits = net(images)
                 loss = ctcx.ctc_loss_with_logits(logits, batch.targets.to(device),
@@ -450,6 +480,8 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 step += 1
                 bar.update()
 
@@ -485,7 +517,7 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         stop.restore()
         stream.close()
 
-    _check_replicas_agree(model, procs, log)
+    _check_replicas_agree(scored, procs, log)
     metrics: Dict[str, float] = {}
     if procs.main and data.val_labels:
         for decoder in config.decoders:
@@ -500,4 +532,19 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
     if procs.main:
         plot_curves(history, path.with_name("curves.png"),
                     title=f"{config.preset} CRNN, {config.steps} steps of {config.batch_size}")
-    return TrainResult(model.eval(), config, evaluations, path, elapsed_now(), history)
+    return TrainResult(scored.eval(), config, evaluations, path, elapsed_now(), history)
+
+
+def _resolve_cpu_amp(config: TrainConfig, data: "Data", model: CRNN, procs: _Processes,
+                     log: Callable[[str], None]) -> TrainConfig:
+    """``amp="auto"`` on a CPU: bf16 if rank 0's probe finds it clearly faster, else off (every rank alike)."""
+    sample = data.train[0][0]  # (C, H, W) uint8, as training preprocesses it
+    example = to_model_input(torch.from_numpy(np.array(sample))[None].expand(
+        config.batch_size, -1, -1, -1).contiguous())
+    frames = example.shape[-1] // 4
+    fp32, bf16 = probe_cpu_bf16(model, example, max(1, min(config.max_length, frames // 2)))
+    choice = procs.gather("bf16" if bf16_pays(fp32, bf16) else "off")[0]
+    if procs.main:
+        log(f"--amp auto: {'bf16 autocast' if choice == 'bf16' else 'float32'} (a probe step took "
+            f"{fp32 * 1e3:.0f} ms in float32, {bf16 * 1e3:.0f} ms in bf16; bf16 needs {AMP_SPEEDUP:g}x)")
+    return dataclasses.replace(config, amp=choice)
