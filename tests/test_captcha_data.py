@@ -242,8 +242,8 @@ def test_config_round_trip_presets_and_validation():
     assert TrainConfig(data_dir="d").charset == ""  # inferred from the folder later
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({**plain, "from_the_future": 1})
-    with pytest.raises(ValueError, match="too few for labels of 12"):
-        TrainConfig(max_length=12)
+    with pytest.raises(ValueError, match="too few for labels of 20"):
+        TrainConfig(max_length=20)
     with pytest.raises(ValueError, match="amp must be one of"):
         TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="min_length"):
@@ -268,7 +268,7 @@ def test_preset_parameter_counts_match_the_documentation():
 
 
 def test_model_reads_variable_widths_and_rgb():
-    model = build_model(TrainConfig(preset="tiny", channels=3)).eval()
+    model = build_model(TrainConfig(preset="tiny", channels=3, input_height=32)).eval()
     logits = model(torch.rand(2, 3, 32, 84))
     assert logits.shape == (21, 2, 37)
     with pytest.raises(ValueError, match="multiple of 16"):

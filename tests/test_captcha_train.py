@@ -130,7 +130,10 @@ def test_bf16_autocast_trains_with_bf16_logits(tmp_path):
 def test_amp_auto_on_cpu_takes_what_the_probe_finds_and_records_it(tmp_path, monkeypatch):
     """--amp auto on a CPU: bf16 exactly when the probe finds it 1.25x faster;
     the checkpoint records the choice (so a resume keeps it), the log says why."""
-    from ctcx.captcha import precision, train as train_module
+    import importlib
+
+    from ctcx.captcha import precision
+    train_module = importlib.import_module("ctcx.captcha.train")  # the package's name is the function
 
     assert precision.bf16_pays(1.0, 0.8) and not precision.bf16_pays(1.0, 0.81)
     for probe, want in (((0.05, 0.03), "bf16"), ((0.05, 0.045), "off")):
@@ -149,9 +152,10 @@ def test_cpu_bf16_probe_times_both_and_leaves_model_and_rng_alone():
 
     model = build_model(tiny(".", conv_channels=(8, 16, 16, 16), rnn_hidden=16))
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    example = torch.rand(4, 1, 32, 84)
     state = torch.get_rng_state()
-    fp32, bf16 = probe_cpu_bf16(model, torch.rand(4, 1, 32, 84), 4, repeats=2)
-    assert 0 < fp32 < 5 and 0 < bf16 < 5
+    fp32, bf16 = probe_cpu_bf16(model, example, 4, repeats=2)
+    assert 0 < fp32 < float("inf") and 0 < bf16 < float("inf")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # batch-norm statistics too
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), state)
@@ -330,7 +334,7 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
         (["eval", str(tmp_path), "-c", str(tmp_path / "none.pt")], "no checkpoint at"),
         (["generate", str(tmp_path / "full"), "--count", "3"], "not an empty folder"),
         (["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "no such directory"),
-        (["--length", "12", "--out", str(tmp_path / "o")], "too few for labels of 12"),
+        (["--length", "20", "--out", str(tmp_path / "o")], "too few for labels of 20"),
         (["--resume", "--out", str(tmp_path / "o")], "no checkpoint at"),
     ]
     for argv, message in cases:
