@@ -4,9 +4,9 @@ One process trains by default; under ``torchrun --nproc_per_node=N`` every
 process trains a DistributedDataParallel replica on its own share of the
 data stream (gloo on CPU, nccl on GPU) and only rank 0 evaluates and writes
 files. The loss is ``ctcx.ctc_loss_with_logits`` on the model's logits in
-the dtype autocast gives them (bf16 with ``amp="bf16"``). Every batch gets
-random affine maps (:func:`~ctcx.captcha.images.jitter`) from a generator of
-its own, and with ``ema`` > 0 a moving average of the weights
+the dtype autocast gives them (bf16 with ``amp="bf16"``). With ``jitter`` > 0
+every batch gets random affine maps (:func:`~ctcx.captcha.images.jitter`) from
+a generator of its own, and with ``ema`` > 0 a moving average of the weights
 (``torch.optim.swa_utils.AveragedModel``) is what is evaluated and saved.
 """
 from __future__ import annotations
@@ -517,7 +517,9 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         stop.restore()
         stream.close()
 
-    _check_replicas_agree(scored, procs, log)
+    _check_replicas_agree(model, procs, log)
+    if scored is not model:
+        _check_replicas_agree(scored, procs, log)  # the weights saved
     metrics: Dict[str, float] = {}
     if procs.main and data.val_labels:
         for decoder in config.decoders:
