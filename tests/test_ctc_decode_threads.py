@@ -3,6 +3,7 @@ real threads with a barrier for __syncthreads and compared with the CPU's
 pruned step, bit for bit; under ThreadSanitizer when the compiler has it. This checks the
 GPU's search logic, barriers included, on machines without a GPU (see
 tests/cpp/ctc_decode_threads.cpp)."""
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,3 +41,6 @@ def test_cooperative_step_matches_serial(tmp_path):
         result = run(exe)
     assert "WARNING: ThreadSanitizer" not in result.stderr, result.stderr
     assert result.returncode == 0 and "cooperative == pruned" in result.stdout, result.stdout + result.stderr
+    # the pruned step's quiet-frame path (the beam left as it was) ran and agreed
+    quiet = re.search(r"(\d+) quiet frames", result.stdout)
+    assert quiet and int(quiet.group(1)) > 0, result.stdout

@@ -127,6 +127,8 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
       beams[2 * g + 1] = decode::carve_beam<acc_t>(carver, K);
     }
     std::vector<int32_t> hist_pred[kGroup], hist_tok[kGroup];
+    std::vector<int32_t> parent_mem(kGroup * K);
+    decode::KnownParents known[kGroup];
     int32_t nb[kGroup];
 
     for (int64_t first = begin; first < end; first += kGroup) {
@@ -136,6 +138,7 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
         const int64_t frames = input_lengths[first + g];
         longest = frames > longest ? frames : longest;
         nb[g] = decode::init_beam(beams[2 * g], frames, cfg.min_length);
+        known[g] = {parent_mem.data() + g * K, false};
         hist_pred[g].resize(frames * K);
         hist_tok[g].resize(frames * K);
       }
@@ -147,7 +150,7 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
           const bool extend = !(decode::read_lp<acc_t>(row, cfg.blank) > log_skip);
           nb[g] = step.step(cfg, row, C, allowed, extend, static_cast<int32_t>(frames - 1 - t), nb[g],
                             beams[2 * g + (t & 1)], beams[2 * g + ((t + 1) & 1)],
-                            hist_pred[g].data() + t * K, hist_tok[g].data() + t * K);
+                            hist_pred[g].data() + t * K, hist_tok[g].data() + t * K, known[g]);
         }
       }
       for (int64_t g = 0; g < count; ++g) {

@@ -19,6 +19,17 @@
 // - each extendable prefix (best first) takes its tokens (best first) until
 //   one falls to theta, and the prefixes stop at the first whose best token
 //   does.
+// Most frames of a trained model's output change nothing: a blank-dominated
+// frame keeps the beam's entries in their order. The step tests for that
+// first (quiet(): the STAY scores still sorted, no REP above the K-th, no
+// token lifting the best extendable prefix above it) and then only writes
+// the STAY values; and since such a frame leaves the beam's parent links as
+// they were, the caller keeps them (KnownParents) and the next frame skips
+// their search. The STAY candidates, usually still sorted, are loaded into
+// the K best at once instead of one insertion each; the log-sum-exp that
+// tells whether a merged extension dominates is skipped where a bound
+// settles it; and on peaked frames the few tokens above the STAY/REP bound
+// are listed by a branch-free compaction of the row.
 // The top K of the survivors are beam_step's top K: candidates beam_step
 // lists are kept unless they cannot enter the beam, and the ones it leaves
 // out (ranks past its list bound) are beaten by K candidates (the proof at the
@@ -110,6 +121,16 @@ class TopK {
     }
   }
 
+  // Loads n <= k entries already in order (best first) into an empty set
+  // with a sorted array; false (nothing done) where the set is a heap.
+  bool assign_sorted(const T* x, int32_t n) {
+    if (!small_ || n_ != 0) return false;
+    for (int32_t i = 0; i < n; ++i) v_[i] = x[i];
+    n_ = n;
+    if (n_ == k_) bound_ = score_of(v_[n_ - 1]);
+    return true;
+  }
+
   // The entries, best first; offer() may not be called after this.
   const T* sorted() {
     if (!small_) std::sort_heap(v_.begin(), v_.begin() + n_, Better{});
@@ -129,6 +150,15 @@ struct CandidateOrder {
   bool operator()(const Candidate<acc_t>& a, const Candidate<acc_t>& b) const { return better(a, b); }
 };
 
+// The parents of one sample's beam entries (find_parents' answer, K
+// entries), kept by the caller across that sample's frames: a frame that
+// leaves the beam as it was (same entries, same order) leaves them valid, so
+// the next frame skips the search. Start each sample with valid = false.
+struct KnownParents {
+  int32_t* parent;
+  bool valid;
+};
+
 template <typename acc_t>
 class PrunedStep {
  public:
@@ -138,9 +168,11 @@ class PrunedStep {
   template <typename scalar_t>
   int32_t step(const SearchConfig& cfg, const scalar_t* row, int64_t C, const bool* allowed,
                bool extend, int32_t remaining, int32_t nb, const BeamView<acc_t>& cur,
-               const BeamView<acc_t>& next, int32_t* hist_pred, int32_t* hist_tok) {
+               const BeamView<acc_t>& next, int32_t* hist_pred, int32_t* hist_tok,
+               KnownParents& known) {
     const int32_t K = cfg.beam_width, M = cfg.list_size;
     const acc_t ninf = neg_inf<acc_t>();
+    const acc_t inf = std::numeric_limits<acc_t>::infinity();
     const acc_t lp_blank = read_lp<acc_t>(row, cfg.blank);
     // beam_step extends only when the frame has a token; with none, every
     // REP and EXT score is -inf there and here alike, so M > 0 is enough.
@@ -152,20 +184,16 @@ class PrunedStep {
                       cur.len[j] + 1 + remaining >= cfg.min_length;
     }
 
-    // 1. Parents in the beam, and each entry's children.
-    for (int32_t k = 0; k < nb; ++k) {
-      parent_[k] = -1;
-      first_child_[k] = -1;
-    }
-    if (extend) find_parents(cur, nb);
-    char* const repeat_in_beam = repeat_in_beam_.data();  // prefix k + its last token is in the beam
-    for (int32_t k = 0; k < nb; ++k) repeat_in_beam[k] = 0;
-    for (int32_t k = nb - 1; k >= 0; --k) {
-      const int32_t j = parent_[k];
-      if (j >= 0) {
-        next_child_[k] = first_child_[j];
-        first_child_[j] = k;
-        repeat_in_beam[j] |= cur.last[k] == cur.last[j];
+    // 1. Parents in the beam: find_parents' answer, or the one kept from an
+    // earlier frame that left the beam as it was.
+    for (int32_t k = 0; k < nb; ++k) parent_[k] = -1;
+    if (extend) {
+      if (known.valid) {
+        for (int32_t k = 0; k < nb; ++k) parent_[k] = known.parent[k];
+      } else {
+        find_parents(cur, nb);
+        for (int32_t k = 0; k < nb; ++k) known.parent[k] = parent_[k];
+        known.valid = true;
       }
     }
 
@@ -183,13 +211,65 @@ class PrunedStep {
       const acc_t merged = j >= 0 ? sane((cur.last[j] == c ? cur.pb[j] : cur.score[j]) + lp_c) : ninf;
       pnb[k] = sane(log_add_exp_branching(carry_nb, merged));
       total[k] = sane(log_add_exp_branching(pb[k], pnb[k]));
-      emits[k] = merged > ninf && merged > sane(log_add_exp_branching(pb[k], carry_nb));
+      // Whether the merged extension dominates: log_add_exp(pb, carry_nb) lies
+      // in [hi, hi + 0.6932] for the larger side hi < +inf (shift + log(1 + e),
+      // e in [0, 1]: checked for every float difference), so it is needed only
+      // for a merged value in between.
+      const acc_t hi = pb[k] > carry_nb ? pb[k] : carry_nb;
+      bool emit = merged > ninf;
+      if (emit && hi < inf) {
+        if (merged <= hi) {
+          emit = false;
+        } else if (!(merged > hi + static_cast<acc_t>(0.6932))) {
+          emit = merged > sane(log_add_exp_branching(pb[k], carry_nb));
+        }
+      } else if (emit) {
+        emit = merged > sane(log_add_exp_branching(pb[k], carry_nb));
+      }
+      emits[k] = emit;
+    }
+
+    if (quiet(cfg, row, C, allowed, remaining, nb, cur, extendable)) {
+      // The new beam is the STAY candidates in their order (step 6's result
+      // when every id is its own index): no REP or EXT beats the K-th.
+      for (int32_t i = 0; i < nb; ++i) {
+        next.score[i] = total[i];
+        next.hash[i] = cur.hash[i];
+        next.parent_hash[i] = cur.parent_hash[i];
+        next.pb[i] = pb[i];
+        next.pnb[i] = pnb[i];
+        next.len[i] = cur.len[i];
+        next.last[i] = cur.last[i];
+        hist_pred[i] = emits[i] ? parent_[i] : i;
+        hist_tok[i] = emits[i] ? cur.last[i] : -1;
+      }
+      ++quiet_frames_;
+      return nb;  // the kept parents still hold: same entries, same order
+    }
+
+    // Each entry's children.
+    for (int32_t k = 0; k < nb; ++k) first_child_[k] = -1;
+    char* const repeat_in_beam = repeat_in_beam_.data();  // prefix k + its last token is in the beam
+    for (int32_t k = 0; k < nb; ++k) repeat_in_beam[k] = 0;
+    for (int32_t k = nb - 1; k >= 0; --k) {
+      const int32_t j = parent_[k];
+      if (j >= 0) {
+        next_child_[k] = first_child_[j];
+        first_child_[j] = k;
+        repeat_in_beam[j] |= cur.last[k] == cur.last[j];
+      }
     }
 
     // 3. STAY and REP candidates into the K best.
     best_.reset(K);
-    for (int32_t k = 0; k < nb; ++k) {
-      best_.offer({cur.len[k] + remaining < cfg.min_length ? ninf : total[k], k});
+    {
+      Candidate<acc_t>* const stay = stay_.data();
+      int sorted = 1;  // an int: GCC vectorizes the test
+      for (int32_t k = 0; k < nb; ++k) stay[k] = {cur.len[k] + remaining < cfg.min_length ? ninf : total[k], k};
+      for (int32_t k = 0; k + 1 < nb; ++k) sorted &= stay[k].score >= stay[k + 1].score;
+      if (!sorted || !best_.assign_sorted(stay, nb)) {
+        for (int32_t k = 0; k < nb; ++k) best_.offer(stay[k]);
+      }
     }
     for (int32_t j = 0; j < nb; ++j) {
       // prefix j + its last token in the beam: that is a STAY, not a REP
@@ -215,7 +295,22 @@ class PrunedStep {
         return ext > theta0 ? ext : theta0;
       };
       constexpr int64_t kBlock = 16;
-      for (int64_t base = 0; base < C; base += kBlock) {
+      // The tokens above theta0 alone, counted in one vectorizable pass: up
+      // to 2K of them are listed by a branch-free compaction; beyond, the
+      // extensions' bound (an offer and a child test per token) cuts the list.
+      int passing = 0;
+      for (int64_t c = 0; c < C; ++c) passing += best + static_cast<acc_t>(row[c]) >= theta0;
+      passing -= best + static_cast<acc_t>(row[cfg.blank]) >= theta0;
+      if (passing <= 2 * K) {
+        for (int64_t c = 0; c < C && passing > 0; ++c) {
+          const acc_t v = static_cast<acc_t>(row[c]);
+          const bool pass = best + v >= theta0;
+          passing -= pass & (c != cfg.blank);
+          tokens_[s] = {v, static_cast<int32_t>(c)};
+          s += pass & (c != cfg.blank) & (v > ninf) & (allowed == nullptr || allowed[c]);
+        }
+      }
+      for (int64_t base = 0; base < C && passing > 0; base += kBlock) {
         // Raised only by the offers below: a stale value keeps more tokens,
         // which the final filter drops.
         const acc_t low = cut();
@@ -280,7 +375,9 @@ class PrunedStep {
     const int32_t n = best_.size();
     const Candidate<acc_t>* top = best_.sorted();
     int32_t size = 0;
+    bool same = true;  // the beam's entries stay in place: the kept parents hold
     for (int32_t i = 0; i < K; ++i) {
+      if (i < n) same &= top[i].id == i;
       if (i >= n || !(top[i].score > ninf)) {
         hist_pred[i] = -1;
         hist_tok[i] = -1;
@@ -318,10 +415,52 @@ class PrunedStep {
       hist_pred[i] = j;
       hist_tok[i] = token;
     }
+    if (!(same && size == nb)) known.valid = false;
     return size;
   }
 
+  // Frames that took the quiet path (for tests: the path is exercised).
+  int64_t quiet_frames() const { return quiet_frames_; }
+
  private:
+  // Whether the frame's result is the beam itself, entry for entry: a full
+  // beam (nb = K) whose STAY candidates keep their order and beat every REP
+  // and EXT candidate. Those enter only above the K-th STAY's score theta
+  // (their ids are larger), and none can: each REP is tested, and no EXT is
+  // above the best extendable prefix's score plus the frame's best token
+  // (addition is monotonic).
+  template <typename scalar_t>
+  bool quiet(const SearchConfig& cfg, const scalar_t* row, int64_t C, const bool* allowed,
+             int32_t remaining, int32_t nb, const BeamView<acc_t>& cur, const char* extendable) const {
+    const int32_t K = cfg.beam_width;
+    if (nb != K) return false;
+    const acc_t* const total = total_.data();
+    const acc_t ninf = neg_inf<acc_t>();
+    int in_order = total[K - 1] > ninf;  // ints, not bools: GCC vectorizes these
+    for (int32_t k = 0; k < K; ++k) in_order &= cur.len[k] + remaining >= cfg.min_length;
+    for (int32_t k = 0; k + 1 < K; ++k) in_order &= total[k] >= total[k + 1];
+    if (!in_order) return false;
+    const acc_t theta = total[K - 1];
+    int32_t first = -1;
+    for (int32_t j = K - 1; j >= 0; --j) {
+      if (!extendable[j]) continue;
+      first = j;
+      if (cur.len[j] > 0 && sane(cur.pb[j] + read_lp<acc_t>(row, cur.last[j])) > theta) return false;
+    }
+    if (first < 0) return true;
+    // No token of the frame (the blank and disallowed ones aside) lifts the
+    // best extendable prefix above theta; raw values (a NaN fails the test).
+    const acc_t best = cur.score[first];
+    int above = 0;
+    for (int64_t c = 0; c < C; ++c) above += best + static_cast<acc_t>(row[c]) > theta;
+    above -= best + static_cast<acc_t>(row[cfg.blank]) > theta;
+    if (above == 0 || allowed == nullptr) return above == 0;
+    for (int64_t c = 0; c < C; ++c) {
+      if (c != cfg.blank && allowed[c] && best + static_cast<acc_t>(row[c]) > theta) return false;
+    }
+    return true;
+  }
+
   // Whether prefix j + token is in the beam (a child of j ends in token).
   CTCX_HOST_DEVICE bool has_child(int32_t j, int32_t token, const BeamView<acc_t>& b) const {
     for (int32_t k = first_child_[j]; k >= 0; k = next_child_[k]) {
@@ -335,6 +474,7 @@ class PrunedStep {
       for (auto* v : {&parent_, &first_child_, &next_child_}) v->resize(K);
       for (auto* v : {&stay_pb_, &stay_pnb_, &total_}) v->resize(K);
       stay_emits_.resize(K);
+      stay_.resize(K);
       extendable_.resize(K);
       repeat_in_beam_.resize(K);
     }
@@ -383,9 +523,10 @@ class PrunedStep {
   std::vector<int32_t> parent_, first_child_, next_child_, table_;
   std::vector<acc_t> stay_pb_, stay_pnb_, total_;
   std::vector<char> stay_emits_, extendable_, repeat_in_beam_;
-  std::vector<Candidate<acc_t>> tokens_;
+  std::vector<Candidate<acc_t>> tokens_, stay_;
   TopK<Candidate<acc_t>, CandidateOrder<acc_t>, acc_t> best_;
   TopK<acc_t, std::greater<acc_t>, acc_t> scores_;
+  int64_t quiet_frames_ = 0;
 };
 
 }  // namespace decode
