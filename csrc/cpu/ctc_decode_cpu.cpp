@@ -115,6 +115,7 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
   // ((T, N, C), the usual layout) the group's rows of one frame are adjacent
   // in memory, where one sample's frames are N * C apart.
   constexpr int64_t kGroup = 16;
+  const int64_t row_bytes = C * static_cast<int64_t>(sizeof(scalar_t));
   at::parallel_for(0, N, kGroup, [&](int64_t begin, int64_t end) {
     decode::PrunedStep<acc_t> step;
     const size_t beam_words = (2 * decode::beam_bytes<acc_t>(K) + 7) / 8;
@@ -147,6 +148,10 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
           const int64_t n = first + g, frames = input_lengths[n];
           if (t >= frames) continue;
           const scalar_t* row = data + t * st + n * sn;
+          if (t + 1 < frames) {  // the sample's next row, while this one is worked on
+            const char* next_row = reinterpret_cast<const char*>(row + st);
+            for (int64_t b = 0; b < row_bytes && b < 2048; b += 64) __builtin_prefetch(next_row + b);
+          }
           const bool extend = !(decode::read_lp<acc_t>(row, cfg.blank) > log_skip);
           nb[g] = step.step(cfg, row, C, allowed, extend, static_cast<int32_t>(frames - 1 - t), nb[g],
                             beams[2 * g + (t & 1)], beams[2 * g + ((t + 1) & 1)],

@@ -39,6 +39,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 #include <functional>
 #include <vector>
 
@@ -47,31 +48,25 @@
 namespace ctcx {
 namespace decode {
 
-// log_add_exp(a, b) bit for bit, branching past exp and log where their
-// result is known: when the smaller side is further below the larger than
-// the significand holds (exp(d) < 2^-24 for float, 2^-53 for double, with
-// room for the approximation's error), 1 + exp(d) rounds to 1 and the result
-// is the larger side + log(1) = larger + 0. On peaked posteriors that is
-// most calls; log_add_exp itself stays branch-free for vectorized loops.
-template <typename T>
-struct Negligible;
-template <>
-struct Negligible<float> {
-  static constexpr float value = -17.5f;
-};
-template <>
-struct Negligible<double> {
-  static constexpr double value = -37.5;
-};
-
+// decode_log_add_exp(a, b) bit for bit (the cooperative step's), branching
+// past exp and log where their result is known. Float's is the table's,
+// which branches below the table already. For double: when the smaller side
+// is further below the larger than the significand holds (exp(d) < 2^-53,
+// with room for the approximation's error), 1 + exp(d) rounds to 1 and the
+// result is the larger side + log(1) = larger + 0. On peaked posteriors that
+// is most calls; log_add_exp itself stays branch-free for vectorized loops.
 template <typename T>
 CTCX_HOST_DEVICE T log_add_exp_branching(T a, T b) {
-  const T m = a > b ? a : b;
-  const T shift = m == neg_inf<T>() ? T(0) : m;
-  if ((a - shift) + (b - shift) < Negligible<T>::value) {
-    return a == neg_inf<T>() && b == neg_inf<T>() ? neg_inf<T>() : shift + T(0);
+  if constexpr (std::is_same<T, float>::value) {
+    return decode_log_add_exp(a, b);
+  } else {
+    const T m = a > b ? a : b;
+    const T shift = m == neg_inf<T>() ? T(0) : m;
+    if ((a - shift) + (b - shift) < T(-37.5)) {
+      return a == neg_inf<T>() && b == neg_inf<T>() ? neg_inf<T>() : shift + T(0);
+    }
+    return log_add_exp(a, b);
   }
-  return log_add_exp(a, b);
 }
 
 template <typename acc_t>
@@ -165,11 +160,12 @@ class PrunedStep {
   // One frame, as beam_step: beam `cur` (nb prefixes, best first) -> `next`;
   // returns its size. extend = false for a blank-skipped frame (no
   // extensions); remaining = frames of the sample after this one.
+  // (Forced inline: in the op's loop the call's invariants stay in registers.)
   template <typename scalar_t>
-  int32_t step(const SearchConfig& cfg, const scalar_t* row, int64_t C, const bool* allowed,
-               bool extend, int32_t remaining, int32_t nb, const BeamView<acc_t>& cur,
-               const BeamView<acc_t>& next, int32_t* hist_pred, int32_t* hist_tok,
-               KnownParents& known) {
+  inline __attribute__((always_inline)) int32_t step(
+      const SearchConfig& cfg, const scalar_t* row, int64_t C, const bool* allowed, bool extend,
+      int32_t remaining, int32_t nb, const BeamView<acc_t>& cur, const BeamView<acc_t>& next,
+      int32_t* hist_pred, int32_t* hist_tok, KnownParents& known) {
     const int32_t K = cfg.beam_width, M = cfg.list_size;
     const acc_t ninf = neg_inf<acc_t>();
     const acc_t inf = std::numeric_limits<acc_t>::infinity();
@@ -284,6 +280,15 @@ class PrunedStep {
     int32_t first = 0;
     while (first < nb && !extendable[first]) ++first;
     int32_t s = 0;
+    // The best extendable prefix's children (usually the whole tail of a
+    // peaked beam) marked by token, for has_child(first, .) in one lookup.
+    char* const first_child_token = first_child_token_.data();
+    if (first < nb) {
+      for (int32_t k = first_child_[first]; k >= 0; k = next_child_[k]) first_child_token[cur.last[k]] = 1;
+    }
+    auto is_child = [&](int32_t j, int32_t token) {
+      return j == first ? first_child_token[token] != 0 : has_child(j, token, cur);
+    };
     if (first < nb) {
       const acc_t best = cur.score[first];
       // The K-th best of the union is at least the K-th best of each part:
@@ -330,7 +335,7 @@ class PrunedStep {
           --hits;
           if (!(v > ninf) || (allowed != nullptr && !allowed[c])) continue;
           tokens_[s++] = {v, static_cast<int32_t>(c)};
-          if (c != cur.last[first] && !has_child(first, static_cast<int32_t>(c), cur)) {
+          if (c != cur.last[first] && !first_child_token[c]) {
             scores_.offer(sane(best + v));  // EXT(first, c), a real candidate
           }
         }
@@ -345,7 +350,9 @@ class PrunedStep {
         std::nth_element(tokens_.begin(), tokens_.begin() + M, tokens_.begin() + s, CandidateOrder<acc_t>{});
         s = M;
       }
-      if (s <= 16) {  // usually one or two: an inline insertion sort, not a call
+      if (std::is_same<acc_t, float>::value && s > 2 && s <= 24) {
+        rank_sort(s);
+      } else if (s <= 24) {  // usually one or two: an inline insertion sort, not a call
         for (int32_t i = 1; i < s; ++i) {
           const Candidate<acc_t> x = tokens_[i];
           int32_t at = i;
@@ -367,8 +374,12 @@ class PrunedStep {
         const acc_t score = sane(cur.score[j] + tokens_[r].score);
         if (!(score > best_.bound()) || !(score > ninf)) break;  // nor any later token
         // prefix j + token in the beam: merged into that prefix's STAY
-        if (!has_child(j, token, cur)) best_.offer({score, 2 * K + j * M + r});
+        if (!is_child(j, token)) best_.offer({score, 2 * K + j * M + r});
       }
+    }
+
+    if (first < nb) {
+      for (int32_t k = first_child_[first]; k >= 0; k = next_child_[k]) first_child_token[cur.last[k]] = 0;
     }
 
     // 6. The new beam, best first, and how each entry got there (as beam_step).
@@ -461,6 +472,27 @@ class PrunedStep {
     return true;
   }
 
+  // tokens_[0, s) sorted best first (beam_step's order: log-prob down, then
+  // index up) without a branch per comparison: each token's rank counts the
+  // tokens better than it, compared as one 64-bit key (order-preserving bits
+  // of the float log-prob, then the index reversed); the keys differ, so the
+  // ranks are a permutation. For the few (<= 24) tokens of a busy frame.
+  void rank_sort(int32_t s) {
+    uint64_t* const key = keys_.data();
+    for (int32_t i = 0; i < s; ++i) {
+      const uint32_t bits = bit_cast<uint32_t>(static_cast<float>(tokens_[i].score) + 0.0f);  // -0 -> +0
+      const uint32_t ordered = bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+      key[i] = static_cast<uint64_t>(ordered) << 32 | (0xFFFFFFFFu - static_cast<uint32_t>(tokens_[i].id));
+    }
+    Candidate<acc_t>* const out = sorted_tokens_.data();
+    for (int32_t i = 0; i < s; ++i) {
+      int32_t r = 0;
+      for (int32_t j = 0; j < s; ++j) r += key[j] > key[i];
+      out[r] = tokens_[i];
+    }
+    for (int32_t i = 0; i < s; ++i) tokens_[i] = out[i];
+  }
+
   // Whether prefix j + token is in the beam (a child of j ends in token).
   CTCX_HOST_DEVICE bool has_child(int32_t j, int32_t token, const BeamView<acc_t>& b) const {
     for (int32_t k = first_child_[j]; k >= 0; k = next_child_[k]) {
@@ -478,7 +510,12 @@ class PrunedStep {
       extendable_.resize(K);
       repeat_in_beam_.resize(K);
     }
-    if (static_cast<int64_t>(tokens_.size()) < C) tokens_.resize(C);
+    if (static_cast<int64_t>(tokens_.size()) < C) {
+      tokens_.resize(C);
+      first_child_token_.resize(C, 0);  // all 0 between steps
+      keys_.resize(C);
+      sorted_tokens_.resize(C);
+    }
   }
 
   // parent_[k] = the first j with prefix j = prefix k minus its last token
@@ -522,8 +559,9 @@ class PrunedStep {
 
   std::vector<int32_t> parent_, first_child_, next_child_, table_;
   std::vector<acc_t> stay_pb_, stay_pnb_, total_;
-  std::vector<char> stay_emits_, extendable_, repeat_in_beam_;
-  std::vector<Candidate<acc_t>> tokens_, stay_;
+  std::vector<char> stay_emits_, extendable_, repeat_in_beam_, first_child_token_;
+  std::vector<Candidate<acc_t>> tokens_, stay_, sorted_tokens_;
+  std::vector<uint64_t> keys_;
   TopK<Candidate<acc_t>, CandidateOrder<acc_t>, acc_t> best_;
   TopK<acc_t, std::greater<acc_t>, acc_t> scores_;
   int64_t quiet_frames_ = 0;
