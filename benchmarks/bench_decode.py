@@ -9,7 +9,8 @@ CPU workloads (blank = 0, no language model anywhere):
 - ``random``: B=32, T=500, C in --classes (default 32 and 1000), "peaked"
   random posteriors log_softmax(scale * N(0, 1) logits), fixed seed;
 - ``captcha``: real posteriors, the CRNN of --checkpoint applied to the 2000
-  images of ../shared/data/captcha-36x4 (which no run trains on): T=21, C=37.
+  images of ../shared/data/captcha-36x4 (which no run trains on): C=37, T set
+  by the model (32 frames for the default run's 128x48 input).
   Without --checkpoint, runs/default/checkpoint.pt (the trainer's default
   run) when it exists, else a small model the benchmark trains once
   (``--preset tiny``, 1500 steps, a few minutes; kept in runs/bench-decode).
