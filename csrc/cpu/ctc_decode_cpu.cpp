@@ -148,9 +148,9 @@ void beam_search_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, con
           const int64_t n = first + g, frames = input_lengths[n];
           if (t >= frames) continue;
           const scalar_t* row = data + t * st + n * sn;
-          if (t + 1 < frames) {  // the sample's next row, while this one is worked on
+          if (t + 1 < frames) {  // the start of the sample's next row (a small row: all of it)
             const char* next_row = reinterpret_cast<const char*>(row + st);
-            for (int64_t b = 0; b < row_bytes && b < 2048; b += 64) __builtin_prefetch(next_row + b);
+            for (int64_t b = 0; b < row_bytes && b < 256; b += 64) __builtin_prefetch(next_row + b);
           }
           const bool extend = !(decode::read_lp<acc_t>(row, cfg.blank) > log_skip);
           nb[g] = step.step(cfg, row, C, allowed, extend, static_cast<int32_t>(frames - 1 - t), nb[g],

@@ -303,9 +303,15 @@ class PrunedStep {
       // The tokens above theta0 alone, counted in one vectorizable pass: up
       // to 2K of them are listed by a branch-free compaction; beyond, the
       // extensions' bound (an offer and a child test per token) cuts the list.
+      // (Counted in blocks, stopping once past 2K: a flat frame of a large
+      // vocabulary goes to the bound after a block or two.)
       int passing = 0;
-      for (int64_t c = 0; c < C; ++c) passing += best + static_cast<acc_t>(row[c]) >= theta0;
-      passing -= best + static_cast<acc_t>(row[cfg.blank]) >= theta0;
+      for (int64_t base = 0; base < C && passing <= 2 * K; base += 4 * kBlock) {
+        const int64_t end = base + 4 * kBlock < C ? base + 4 * kBlock : C;
+        for (int64_t c = base; c < end; ++c) {
+          passing += (best + static_cast<acc_t>(row[c]) >= theta0) & (c != cfg.blank);
+        }
+      }
       if (passing <= 2 * K) {
         for (int64_t c = 0; c < C && passing > 0; ++c) {
           const acc_t v = static_cast<acc_t>(row[c]);
@@ -461,13 +467,21 @@ class PrunedStep {
     if (first < 0) return true;
     // No token of the frame (the blank and disallowed ones aside) lifts the
     // best extendable prefix above theta; raw values (a NaN fails the test).
+    // In blocks, stopping at the first that has one (a flat frame of a large
+    // vocabulary is told after a block).
     const acc_t best = cur.score[first];
-    int above = 0;
-    for (int64_t c = 0; c < C; ++c) above += best + static_cast<acc_t>(row[c]) > theta;
-    above -= best + static_cast<acc_t>(row[cfg.blank]) > theta;
-    if (above == 0 || allowed == nullptr) return above == 0;
-    for (int64_t c = 0; c < C; ++c) {
-      if (c != cfg.blank && allowed[c] && best + static_cast<acc_t>(row[c]) > theta) return false;
+    constexpr int64_t kBlock = 64;
+    for (int64_t base = 0; base < C; base += kBlock) {
+      const int64_t end = base + kBlock < C ? base + kBlock : C;
+      int above = 0;
+      for (int64_t c = base; c < end; ++c) {
+        above += (best + static_cast<acc_t>(row[c]) > theta) & (c != cfg.blank);
+      }
+      if (above == 0) continue;
+      if (allowed == nullptr) return false;
+      for (int64_t c = base; c < end; ++c) {
+        if (c != cfg.blank && allowed[c] && best + static_cast<acc_t>(row[c]) > theta) return false;
+      }
     }
     return true;
   }
