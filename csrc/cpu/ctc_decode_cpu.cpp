@@ -68,6 +68,7 @@ void greedy_decode_cpu_impl(const at::Tensor& x, const int64_t* input_lengths, i
         if (best_c != blank && best_c != prev) out[count++] = best_c;
         prev = best_c;
       }
+      for (int64_t t = count; t < T; ++t) out[t] = -1;  // padding (tokens is left unfilled)
       lengths[n] = count;
     }
   });
@@ -81,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor> ctc_greedy_decode_cpu(const at::Tensor& log_p
   const at::Tensor il = input_lengths.contiguous();
   const int64_t T = log_probs.size(0), N = log_probs.size(1);
   check_input_lengths_cpu(fn, il, T);
-  at::Tensor tokens = at::full({N, T}, -1, il.options());
+  at::Tensor tokens = at::empty({N, T}, il.options());
   at::Tensor lengths = at::empty({N}, il.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, log_probs.scalar_type(), "ctcx_greedy_decode_cpu", [&] {
