@@ -39,8 +39,8 @@
 #pragma once
 
 #include <algorithm>
-#include <type_traits>
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #include "ctcx/ctc_decode.h"
@@ -213,14 +213,9 @@ class PrunedStep {
       // for a merged value in between.
       const acc_t hi = pb[k] > carry_nb ? pb[k] : carry_nb;
       bool emit = merged > ninf;
-      if (emit && hi < inf) {
-        if (merged <= hi) {
-          emit = false;
-        } else if (!(merged > hi + static_cast<acc_t>(0.6932))) {
-          emit = merged > sane(log_add_exp_branching(pb[k], carry_nb));
-        }
-      } else if (emit) {
-        emit = merged > sane(log_add_exp_branching(pb[k], carry_nb));
+      if (emit) {
+        const bool settled = hi < inf && (merged <= hi || merged > hi + static_cast<acc_t>(0.6932));
+        emit = settled ? merged > hi : merged > sane(log_add_exp_branching(pb[k], carry_nb));
       }
       emits[k] = emit;
     }
@@ -230,14 +225,7 @@ class PrunedStep {
       // when every id is its own index): no REP or EXT beats the K-th.
       for (int32_t i = 0; i < nb; ++i) {
         next.score[i] = total[i];
-        next.hash[i] = cur.hash[i];
-        next.parent_hash[i] = cur.parent_hash[i];
-        next.pb[i] = pb[i];
-        next.pnb[i] = pnb[i];
-        next.len[i] = cur.len[i];
-        next.last[i] = cur.last[i];
-        hist_pred[i] = emits[i] ? parent_[i] : i;
-        hist_tok[i] = emits[i] ? cur.last[i] : -1;
+        keep_stay(i, i, cur, next, hist_pred, hist_tok);
       }
       ++quiet_frames_;
       return nb;  // the kept parents still hold: same entries, same order
@@ -404,15 +392,7 @@ class PrunedStep {
       size = i + 1;
       next.score[i] = c.score;
       if (c.id < K) {
-        const int32_t k = c.id;
-        next.hash[i] = cur.hash[k];
-        next.parent_hash[i] = cur.parent_hash[k];
-        next.pb[i] = pb[k];
-        next.pnb[i] = pnb[k];
-        next.len[i] = cur.len[k];
-        next.last[i] = cur.last[k];
-        hist_pred[i] = emits[k] ? parent_[k] : k;
-        hist_tok[i] = emits[k] ? cur.last[k] : -1;
+        keep_stay(i, c.id, cur, next, hist_pred, hist_tok);
         continue;
       }
       int32_t j, token;
@@ -440,6 +420,22 @@ class PrunedStep {
   int64_t quiet_frames() const { return quiet_frames_; }
 
  private:
+  // Entry i of the new beam is STAY k of the old one (its score already
+  // written): the prefix carried over with its new probabilities, and how it
+  // got there.
+  void keep_stay(int32_t i, int32_t k, const BeamView<acc_t>& cur, const BeamView<acc_t>& next,
+                 int32_t* hist_pred, int32_t* hist_tok) const {
+    const char* const emits = stay_emits_.data();
+    next.hash[i] = cur.hash[k];
+    next.parent_hash[i] = cur.parent_hash[k];
+    next.pb[i] = stay_pb_[k];
+    next.pnb[i] = stay_pnb_[k];
+    next.len[i] = cur.len[k];
+    next.last[i] = cur.last[k];
+    hist_pred[i] = emits[k] ? parent_[k] : k;
+    hist_tok[i] = emits[k] ? cur.last[k] : -1;
+  }
+
   // Whether the frame's result is the beam itself, entry for entry: a full
   // beam (nb = K) whose STAY candidates keep their order and beat every REP
   // and EXT candidate. Those enter only above the K-th STAY's score theta
