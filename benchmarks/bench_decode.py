@@ -269,7 +269,7 @@ def captcha_posteriors(checkpoint: Optional[str]) -> Optional[tuple]:
                         "--out", str(path.parent)], check=True)
     model, config, saved = load_checkpoint(path, "cpu")
     items = read_folder(SHARED_SET)
-    dataset = FolderImages(items, config.input_height, config.channels, config.input_width)
+    dataset = FolderImages(items, **config.preprocessing)
     images = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))]))
     with torch.no_grad():
         lp = torch.cat([model(to_model_input(images[i:i + 250])).float().log_softmax(-1)

@@ -68,7 +68,27 @@ def test_preprocess_keeps_the_aspect_ratio_or_a_fixed_width():
     rgb = preprocess(image, 32, channels=3)
     assert rgb.shape == (3, 32, 84) and rgb[:, 5, 5].tolist() == [255, 0, 0]
     assert preprocess(image, 32, width=96).shape == (1, 32, 96)
+    assert preprocess(image, 32, width=96, width_scale=2).shape == (1, 32, 96)  # a fixed width wins
     assert output_width((10, 100), 32) == 4  # never below one frame
+
+
+def test_width_scale_stretches_horizontally_and_old_configs_mean_no_stretch():
+    image = Image.new("L", (160, 60), 255)
+    assert preprocess(image, 48).shape == (1, 48, 128)
+    assert preprocess(image, 48, width_scale=1.25).shape == (1, 48, 160)  # the captcha's own 160 columns
+    assert output_width((200, 70), 48, width_scale=1.25) == 172  # 137.1 * 1.25 = 171.4 -> 172
+    config = TrainConfig()
+    assert config.width_scale == 1.25 and config.preprocessing == dict(height=48, channels=1, width=0,
+                                                                       width_scale=1.25)
+    old = config.to_dict()
+    del old["width_scale"]  # a checkpoint written before the field existed
+    assert TrainConfig.from_dict(old).width_scale == 1.0
+    assert TrainConfig.from_dict(config.to_dict()).width_scale == 1.25
+    data = DrawnCaptchas(DrawSpec(DIGITS, 2, 3, (64, 32)), 0, "train", height=16, width_scale=2.0)
+    assert data[0][0].shape == (1, 16, 64)  # 32 * 2 columns
+    for bad in (0, -1.0, 5.0, True, "1"):
+        with pytest.raises(ValueError, match="width_scale must be a horizontal stretch"):
+            TrainConfig(width_scale=bad)
 
 
 def test_pad_batch_pads_with_white_and_model_input_is_ink():
@@ -242,8 +262,9 @@ def test_config_round_trip_presets_and_validation():
     assert TrainConfig(data_dir="d").charset == ""  # inferred from the folder later
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({**plain, "from_the_future": 1})
+    TrainConfig(max_length=20)  # 40 frames at 160x48 (width_scale 1.25) hold 39
     with pytest.raises(ValueError, match="too few for labels of 20"):
-        TrainConfig(max_length=20)
+        TrainConfig(max_length=20, width_scale=1.0)  # 32 frames at 128x48
     with pytest.raises(ValueError, match="amp must be one of"):
         TrainConfig(amp="fp8")
     with pytest.raises(ValueError, match="min_length"):

@@ -348,11 +348,12 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
 def test_cli_flags_map_onto_config():
     args = build_parser("train").parse_args(["--charset", "0-9a-zA-Z", "--length", "4-6", "--preset", "small",
                                              "--amp", "bf16", "--rgb", "--decode", "all", "--image-size", "200x70",
-                                             "--font", "a.ttf", "--font", "b.ttf"])
+                                             "--font", "a.ttf", "--font", "b.ttf", "--width-scale", "1.5"])
     config = config_from_args(args)
     assert (config.min_length, config.max_length, config.channels, config.amp) == (4, 6, 3, "bf16")
     assert len(config.charset) == 62 and config.rnn_layers == 2 and config.fonts == ("a.ttf", "b.ttf")
     assert config.decoders == ("greedy", "beam", "constrained") and config.image_width == 200
+    assert config.width_scale == 1.5
     assert config_from_args(build_parser("train").parse_args([])) == TrainConfig()
 
 

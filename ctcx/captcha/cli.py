@@ -110,7 +110,11 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     _option(data, "--input-height", type=int, default=d.input_height,
             help="model input height in pixels, a multiple of 16")
     _option(data, "--input-width", type=int, default=d.input_width,
-            help="model input width in pixels (multiple of 4); 0 keeps each image's aspect ratio")
+            help="model input width in pixels (multiple of 4); 0 keeps each image's aspect ratio, times "
+                 "--width-scale")
+    _option(data, "--width-scale", type=float, default=d.width_scale,
+            help="with --input-width 0: stretch images this much horizontally after scaling them to "
+                 "--input-height (1.25 keeps the 160 columns of a 160x60 captcha at height 48)")
     _option(data, "--rgb", dest="channels", action="store_const", const=3, default=1,
             help="feed RGB instead of grayscale")
     _option(data, "--pool-size", type=int, default=d.pool_size,
@@ -202,7 +206,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ValueError: if a value is out of range (from TrainConfig).
     """
     names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "jitter", "input_height",
-             "input_width", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers", "dropout",
+             "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers", "dropout",
              "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp", "ema",
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",
@@ -245,7 +249,7 @@ def _folder_images(items, config: TrainConfig) -> list:
     """The preprocessed uint8 images of (path, label) items, as the checkpoint's config says."""
     from .folder import FolderImages
 
-    dataset = FolderImages(items, config.input_height, config.channels, config.input_width)
+    dataset = FolderImages(items, **config.preprocessing)
     return [dataset[i][0] for i in range(len(dataset))]
 
 
@@ -297,7 +301,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
     paths = _image_paths(args.paths)
-    images = [preprocess(load_image(p), config.input_height, config.channels, config.input_width) for p in paths]
+    images = [preprocess(load_image(p), **config.preprocessing) for p in paths]
     readings = predict(model, images, config.charset, args.decode, args.beam_width, config.min_length,
                        config.max_length)
     lines = ["path\tlabel\tconfidence\tchar_probs"] + [
@@ -322,8 +326,7 @@ def _export(args: argparse.Namespace) -> None:
         from .drawn import DrawnCaptchas, DrawSpec
         spec = DrawSpec(config.charset, config.min_length, config.max_length,
                         (config.image_width, config.image_height), config.fonts, config.font_sizes)
-        dataset = DrawnCaptchas(spec, config.seed, "export-check", config.input_height, config.channels,
-                                config.input_width)
+        dataset = DrawnCaptchas(spec, config.seed, "export-check", **config.preprocessing)
         images = [dataset[i][0] for i in range(64)]
     path = export_onnx(model, config, args.output, args.opset)
     worst, count = check_onnx(path, model, config.charset, images)

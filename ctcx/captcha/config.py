@@ -23,6 +23,8 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 SCHEDULES = ("onecycle", "cosine")
 DECODERS = ("greedy", "beam", "constrained")
 _DEVICES = ("auto", "cpu", "cuda")
+_BEFORE_FIELD = {"width_scale": 1.0}
+"""Values that configs written before a field existed meant (older checkpoints lack the key)."""
 
 
 def _is_int(value: Any, low: int) -> bool:
@@ -56,6 +58,11 @@ class TrainConfig:
     probe of a few steps finds it clearly faster
     (:mod:`ctcx.captcha.precision`); the run's checkpoint records the choice.
 
+    Preprocessing: images are scaled to ``input_height``; their width is
+    ``input_width`` if set, else the aspect-preserving width times
+    ``width_scale`` (1.25: a 160x60 captcha becomes 160x48, keeping its
+    horizontal resolution, which is what tells 0 from O).
+
     Raises:
         ValueError: from ``__post_init__`` when a value is out of range (the
             message names the field and the value).
@@ -74,9 +81,10 @@ class TrainConfig:
     val_split: float = 0.1
     augment: bool = False
     jitter: float = 0.0  # per-batch random affine maps (ctcx.captcha.images.jitter), 0 = off
-    # preprocessing: height fixed, width kept in proportion (input_width 0) or fixed
+    # preprocessing: height fixed; width fixed, or (input_width 0) in proportion times width_scale
     input_height: int = 48
     input_width: int = 0
+    width_scale: float = 1.25
     channels: int = 1
     # model
     preset: str = "tiny"
@@ -86,7 +94,7 @@ class TrainConfig:
     dropout: float = 0.0
     init_from: str = ""  # a checkpoint whose weights start the run (ctcx.captcha.finetune)
     # optimisation
-    steps: int = 6800
+    steps: int = 6000
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-2
@@ -97,7 +105,7 @@ class TrainConfig:
     ema: float = 0.999  # decay of the weights' moving average that is evaluated and saved, 0 = off
     # data pipeline: a pool of drawn images refreshed by DataLoader workers (0 = fresh batches)
     pool_size: int = 40000
-    fresh_per_step: int = 4
+    fresh_per_step: int = 24
     workers: int = 2
     # evaluation, logging, checkpoints
     eval_size: int = 2000
@@ -144,9 +152,13 @@ class TrainConfig:
         if self.input_width % 4:
             raise ValueError(f"input_width must be 0 (keep the aspect ratio) or a multiple of 4, "
                              f"got {self.input_width}")
+        if not (isinstance(self.width_scale, (int, float)) and not isinstance(self.width_scale, bool)
+                and 0.25 <= self.width_scale <= 4):
+            raise ValueError(f"width_scale must be a horizontal stretch in [0.25, 4] (1 keeps the aspect "
+                             f"ratio), got {self.width_scale!r}")
         if not self.data_dir:
             frames = output_width((self.image_width, self.image_height), self.input_height,
-                                  self.input_width) // 4
+                                  self.input_width, self.width_scale) // 4
             if frames < 2 * self.max_length - 1:
                 raise ValueError(f"drawn {self.image_width}x{self.image_height} images give {frames} CTC "
                                  f"frames at input height {self.input_height}, too few for labels of "
@@ -183,7 +195,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; fields missing from ``values`` keep their defaults.
+        """Inverse of :meth:`to_dict`; fields missing from ``values`` keep their defaults, except
+        ``width_scale``, which configs written before it existed lack: they meant 1.0.
 
         Raises:
             ValueError: if ``values`` has keys that are not fields (for
@@ -193,7 +206,14 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {unknown}; known: {sorted(names)}")
+        values = {**_BEFORE_FIELD, **values}
         return cls(**values)
+
+    @property
+    def preprocessing(self) -> Dict[str, Any]:
+        """Keyword arguments of :func:`~ctcx.captcha.images.preprocess` (and the datasets) for this run."""
+        return dict(height=self.input_height, channels=self.channels, width=self.input_width,
+                    width_scale=self.width_scale)
 
     @property
     def num_classes(self) -> int:

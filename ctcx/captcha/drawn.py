@@ -98,9 +98,10 @@ class DrawnCaptchas(Dataset):
     """
 
     def __init__(self, spec: DrawSpec, seed: int, stream: str, height: int, channels: int = 1,
-                 width: int = 0, augment: bool = False) -> None:
+                 width: int = 0, augment: bool = False, width_scale: float = 1.0) -> None:
         self.spec, self.seed, self.stream = spec, seed, stream
         self.height, self.channels, self.width, self.augment = height, channels, width, augment
+        self.width_scale = width_scale
 
     def __len__(self) -> int:
         return 2 ** 62
@@ -109,4 +110,4 @@ class DrawnCaptchas(Dataset):
         image, label = draw_captcha(self.spec, self.seed, self.stream, int(index))
         if self.augment:
             image = augment_image(image, random.Random(f"{self.seed}/{self.stream}/{index}/augment"))
-        return preprocess(image, self.height, self.channels, self.width), label
+        return preprocess(image, self.height, self.channels, self.width, self.width_scale), label

@@ -49,9 +49,11 @@ def _metadata(config: TrainConfig) -> Dict[str, str]:
     preprocess_spec = {
         "color_mode": COLOR_MODES[config.channels],
         "height": config.input_height,
-        "width": config.input_width or f"keep aspect ratio, rounded to a multiple of {WIDTH_MULTIPLE}",
+        "width": config.input_width or (f"keep aspect ratio times width_scale, rounded to a multiple of "
+                                        f"{WIDTH_MULTIPLE}"),
         "width_multiple": WIDTH_MULTIPLE,
         "fixed_width": config.input_width,
+        "width_scale": config.width_scale,
         "resample": "bilinear (PIL Image.Resampling.BILINEAR)",
         "input": "uint8 pixels (N, C, H, W), 255 = white, batches padded on the right with 255",
         "output": "logits (N, T, num_classes), T = W / 4, class 0 = CTC blank, class i = charset[i - 1]",
@@ -132,7 +134,8 @@ class OnnxReader:
         channels = {v: k for k, v in COLOR_MODES.items()}[spec["color_mode"]]
         out = []
         for image in images:
-            pixels = preprocess(image, spec["height"], channels, spec["fixed_width"])[None]
+            pixels = preprocess(image, spec["height"], channels, spec["fixed_width"],
+                                spec.get("width_scale", 1.0))[None]
             out += greedy_strings(self.logits(pixels), self.charset, self.blank)
         return out
 

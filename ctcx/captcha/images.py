@@ -1,9 +1,10 @@
 """The one image pipeline shared by training, evaluation, prediction and ONNX export.
 
 1. :func:`preprocess`: convert to grayscale ("L") or RGB, resize to the model's
-   height with bilinear resampling, keeping the aspect ratio (the width is
-   rounded to a multiple of 4, one CTC frame per 4 columns) unless a fixed
-   width is asked for. Result: uint8 (C, H, W), 255 = white paper.
+   height with bilinear resampling and to the width that keeps the aspect
+   ratio times ``width_scale`` (rounded to a multiple of 4, one CTC frame per
+   4 columns), unless a fixed width is asked for. Result: uint8 (C, H, W),
+   255 = white paper.
 2. :func:`pad_batch`: images of different widths go into one batch padded on
    the right with white.
 3. :func:`to_model_input`: ``1 - pixel / 255`` ("ink"), so padding and the
@@ -11,9 +12,9 @@
 
 :func:`augment` is the optional training-time distortion (small affine, blur,
 noise), drawn from a caller-supplied :class:`random.Random` when an image is
-drawn or read. :func:`jitter` is the cheap per-batch one the trainer applies
-to every training batch (on by default): a fresh random affine map per image
-and step, so that a pool of stored images is not learnt by heart.
+drawn or read. :func:`jitter` is the cheap per-batch one the trainer can apply
+to every training batch (``--jitter``, off by default): a fresh random affine
+map per image and step.
 """
 from __future__ import annotations
 
@@ -35,32 +36,37 @@ COLOR_MODES = {1: "L", 3: "RGB"}
 """PIL mode per number of input channels."""
 
 
-def output_width(size: Tuple[int, int], height: int, width: int = 0) -> int:
+def output_width(size: Tuple[int, int], height: int, width: int = 0, width_scale: float = 1.0) -> int:
     """Width in pixels that :func:`preprocess` gives an image of ``size`` = (w, h).
 
-    ``width`` > 0 forces that width; 0 keeps the aspect ratio, rounded to the
-    nearest multiple of :data:`WIDTH_MULTIPLE` (at least one frame).
+    ``width`` > 0 forces that width; 0 keeps the aspect ratio times
+    ``width_scale`` (1.25 stretches 160x60 captchas scaled to height 48 back
+    to their 160 columns), rounded to the nearest multiple of
+    :data:`WIDTH_MULTIPLE` (at least one frame).
     """
     if width:
         return width
     w, h = size
-    return max(WIDTH_MULTIPLE, round(w * height / h / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
+    return max(WIDTH_MULTIPLE, round(w * height / h * width_scale / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
 
 
-def preprocess(image: Image.Image, height: int, channels: int = 1, width: int = 0) -> np.ndarray:
+def preprocess(image: Image.Image, height: int, channels: int = 1, width: int = 0,
+               width_scale: float = 1.0) -> np.ndarray:
     """Convert and resize ``image`` for the model.
 
     Args:
         height: output height, pixels.
         channels: 1 (grayscale) or 3 (RGB).
-        width: output width in pixels, or 0 to keep the aspect ratio (see
-            :func:`output_width`).
+        width: output width in pixels, or 0 to keep the aspect ratio times
+            ``width_scale`` (see :func:`output_width`).
+        width_scale: horizontal stretch relative to the aspect ratio (used when ``width`` is 0).
 
     Returns:
         uint8 array (channels, height, width'), 255 = white.
     """
     converted = image.convert(COLOR_MODES[channels])
-    resized = converted.resize((output_width(image.size, height, width), height), Image.Resampling.BILINEAR)
+    size = (output_width(image.size, height, width, width_scale), height)
+    resized = converted.resize(size, Image.Resampling.BILINEAR)
     array = np.asarray(resized)
     return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
 

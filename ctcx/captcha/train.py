@@ -120,7 +120,7 @@ def load_data(config: TrainConfig, validation: bool = True, progress: bool = Tru
         FileNotFoundError, NotADirectoryError, ValueError: for missing or
             unusable folders (see :func:`~ctcx.captcha.folder.read_folder`).
     """
-    size = dict(height=config.input_height, channels=config.channels, width=config.input_width)
+    size = config.preprocessing
     if config.drawn:
         spec = DrawSpec(config.charset, config.min_length, config.max_length,
                         (config.image_width, config.image_height), config.fonts, config.font_sizes)
