@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
     """A tiny model that has learnt something: single digits 1-2 long, 300 steps."""
     out = tmp_path_factory.mktemp("trained")
     config = tiny(out, charset="digits", min_length=1, max_length=2, image_width=64, image_height=32,
-                  input_height=16, steps=300, lr=1e-2, pool_size=512, eval_size=64, eval_every=150,
+                  input_height=16, steps=300, lr=2e-2, pool_size=512, eval_size=64, eval_every=150,
                   decoders=("greedy", "beam", "constrained"))
     return run(config)
 
@@ -205,8 +205,8 @@ def test_folder_training_infers_charset_splits_and_reports_unknown_characters(tm
 def test_torchrun_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN),
-               "--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--workers", "0",
-               "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--input-height", "32", "--eval-size", "16",
+               "--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--fresh-per-step", "4",
+               "--workers", "0", "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--input-height", "32", "--eval-size", "16",
                "--save-every", "3", "--threads", "1", "--no-progress", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -231,8 +231,9 @@ def test_torchrun_two_cpu_processes(tmp_path):
     save_checkpoint(out / "checkpoint.pt", {**{k: v for k, v in saved.items() if k != "format"},
                                             "complete": False, "step": 3})
     config = config_from_args(build_parser().parse_args(
-        ["--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--workers", "0",
-         "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--eval-size", "16", "--save-every", "3",
+        ["--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--fresh-per-step", "4",
+         "--workers", "0", "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--eval-size", "16",
+         "--save-every", "3",
          "--threads", "1", "--out", str(out)]))
     with pytest.raises(ValueError, match="was written by 2 processes; resume it with as many \\(this run has 1\\)"):
         run(config, resume=True)
@@ -273,13 +274,14 @@ def test_onnx_export_matches_torch_with_dynamic_batch_and_width(trained, tmp_pat
     config = trained.config
     path = export_onnx(trained.model, config, tmp_path / "m.onnx")
     spec = DrawSpec(config.charset, 1, 2, (64, 32))
-    data = DrawnCaptchas(spec, 2, "onnx", config.input_height)
-    wide = DrawnCaptchas(DrawSpec(config.charset, 1, 2, (100, 32)), 2, "onnx", config.input_height)
+    data = DrawnCaptchas(spec, 2, "onnx", **config.preprocessing)  # width_scale 1.25: the reader must apply it
+    wide = DrawnCaptchas(DrawSpec(config.charset, 1, 2, (100, 32)), 2, "onnx", **config.preprocessing)
     images = [data[i][0] for i in range(12)] + [wide[i][0] for i in range(5)]
     worst, count = check_onnx(path, trained.model, config.charset, images)
     assert count == 17 and worst <= 1e-4
     reader = OnnxReader(path)
     assert reader.charset == config.charset and reader.preprocess["height"] == config.input_height
+    assert config.width_scale == 1.25 and reader.preprocess["width_scale"] == 1.25
     pil = [draw_captcha(spec, 2, "onnx", i)[0] for i in range(12)]
     assert reader.read(pil) == [p.text for p in predict(trained.model, images[:12], config.charset)]
     # The check catches a real mismatch: the graph of this model against another model's weights.
@@ -334,7 +336,7 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
         (["eval", str(tmp_path), "-c", str(tmp_path / "none.pt")], "no checkpoint at"),
         (["generate", str(tmp_path / "full"), "--count", "3"], "not an empty folder"),
         (["--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "o")], "no such directory"),
-        (["--length", "20", "--out", str(tmp_path / "o")], "too few for labels of 20"),
+        (["--length", "25", "--out", str(tmp_path / "o")], "too few for labels of 25"),
         (["--resume", "--out", str(tmp_path / "o")], "no checkpoint at"),
     ]
     for argv, message in cases:
