@@ -206,8 +206,8 @@ def test_torchrun_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN),
                "--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--fresh-per-step", "4",
-               "--workers", "0", "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--input-height", "32", "--eval-size", "16",
-               "--save-every", "3", "--threads", "1", "--no-progress", "--out", str(out)]
+               "--workers", "0", "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--input-height", "32",
+               "--eval-size", "16", "--save-every", "3", "--threads", "1", "--no-progress", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x 2 processes" in done.stderr + done.stdout
@@ -233,8 +233,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     config = config_from_args(build_parser().parse_args(
         ["--device", "cpu", "--steps", "6", "--batch-size", "8", "--pool-size", "32", "--fresh-per-step", "4",
          "--workers", "0", "--conv-channels", "8,16,16,16", "--rnn-hidden", "16", "--eval-size", "16",
-         "--save-every", "3",
-         "--threads", "1", "--out", str(out)]))
+         "--save-every", "3", "--threads", "1", "--out", str(out)]))
     with pytest.raises(ValueError, match="was written by 2 processes; resume it with as many \\(this run has 1\\)"):
         run(config, resume=True)
 

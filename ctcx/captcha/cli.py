@@ -206,8 +206,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ValueError: if a value is out of range (from TrainConfig).
     """
     names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "jitter", "input_height",
-             "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers", "dropout",
-             "init_from",
+             "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
+             "dropout", "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp", "ema",
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",
              "seed", "device", "threads", "out_dir")
