@@ -247,6 +247,14 @@ DEFAULT_CHECKPOINT = ROOT / "runs" / "default" / "checkpoint.pt"
 OWN_CHECKPOINT = ROOT / "runs" / "bench-decode" / "checkpoint.pt"
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (printed paths carry no home folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def captcha_posteriors(checkpoint: Optional[str]) -> Optional[tuple]:
     """(log_probs (B, T, C), labels) of a CRNN on the shared set, or None without it."""
     if not SHARED_SET.is_dir():
@@ -262,7 +270,8 @@ def captcha_posteriors(checkpoint: Optional[str]) -> Optional[tuple]:
     if not path.exists():
         if checkpoint:
             raise SystemExit(f"--checkpoint {checkpoint}: no such file")
-        print(f"no checkpoint given and none at {DEFAULT_CHECKPOINT}: training a small one into {path.parent} "
+        print(f"no checkpoint given and none at {shown(DEFAULT_CHECKPOINT)}: training a small one into "
+              f"{shown(path.parent)} "
               f"(once, a few minutes)", flush=True)
         subprocess.run([sys.executable, str(ROOT / "examples" / "train_captcha.py"), "--preset", "tiny",
                         "--steps", "1500", "--pool-size", "10000", "--eval-size", "500", "--no-progress",
@@ -274,7 +283,7 @@ def captcha_posteriors(checkpoint: Optional[str]) -> Optional[tuple]:
     with torch.no_grad():
         lp = torch.cat([model(to_model_input(images[i:i + 250])).float().log_softmax(-1)
                         for i in range(0, len(images), 250)], 1)
-    print(f"captcha posteriors: {path} (step {saved['step']}, {config.preset} preset) on the "
+    print(f"captcha posteriors: {shown(path)} (step {saved['step']}, {config.preset} preset) on the "
           f"{len(items)} images of {SHARED_SET.name}")
     return lp.transpose(0, 1).contiguous(), [""] + list(config.charset)
 

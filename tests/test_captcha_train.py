@@ -441,6 +441,7 @@ RESUME_VARIANTS = {
     "fp16": {"amp": "fp16"},
     "jitter, no moving average": {"jitter": 1.0, "ema": 0.0},
     "folder with augment": {"augment": True},
+    "GRU head, classic blocks": {"head": "gru", "pool_first": False},
 }
 
 
@@ -577,3 +578,70 @@ def test_fine_tuning_starts_from_the_source_records_it_and_resumes_exactly(train
 def test_init_from_flag():
     config = config_from_args(build_parser().parse_args(["--init-from", "runs/a/checkpoint.pt"]))
     assert config.init_from == "runs/a/checkpoint.pt"
+
+
+# ---- model heads, old checkpoints, optional plotting -------------------------------------------
+
+def test_checkpoints_written_before_the_conv_head_load_as_the_gru_crnn(tmp_path):
+    """A checkpoint whose config lacks ``head`` and ``pool_first`` (written before
+    2026-12-07) rebuilds the classic CRNN (GRU head, conv-BN-ReLU-pool blocks) and
+    reads with the weights it saved."""
+    from ctcx.captcha.checkpoint import save_checkpoint
+    from ctcx.captcha.model import build_model
+
+    config = tiny(tmp_path, head="gru", pool_first=False)
+    model = build_model(config).eval()
+    assert isinstance(model.rnn, torch.nn.GRU) and isinstance(model.conv[3], torch.nn.MaxPool2d)
+    old = config.to_dict()
+    del old["head"], old["pool_first"]
+    save_checkpoint(tmp_path / "old.pt", {"config": old, "charset": config.charset, "step": 1,
+                                          "state_dict": model.state_dict()})
+    loaded, loaded_config, _ = load_checkpoint(tmp_path / "old.pt")
+    assert loaded_config.head == "gru" and loaded_config.pool_first is False
+    x = torch.rand(3, 1, 32, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    # the new default is another architecture: its weights do not fit the old config
+    fresh = build_model(tiny(tmp_path))
+    assert fresh.head_kind == "conv" and isinstance(fresh.conv[0], torch.nn.Conv2d) and fresh.conv[0].stride == (2, 2)
+    with pytest.raises(RuntimeError):
+        loaded.load_state_dict(fresh.state_dict())
+
+
+@pytest.mark.parametrize("head,pool_first", [("conv", True), ("conv", False), ("gru", True)])
+def test_every_head_and_block_order_gives_frames_and_exports(tmp_path, head, pool_first):
+    """(T, N, classes) logits with T = W / 4 for each head and block order, and an
+    ONNX graph that onnxruntime reads as torch does."""
+    from ctcx.captcha.export import check_onnx, export_onnx
+    from ctcx.captcha.model import build_model
+
+    config = tiny(tmp_path, head=head, pool_first=pool_first, rnn_layers=2)
+    torch.manual_seed(0)
+    model = build_model(config)
+    model.train()
+    with torch.no_grad():  # batch-norm statistics that are not the identity
+        for _ in range(3):
+            model(torch.rand(8, 1, 32, 96))
+    model.eval()
+    assert model(torch.rand(2, 1, 32, 96)).shape == (24, 2, config.num_classes)
+    images = [np.random.default_rng(i).integers(0, 256, (1, 32, 64 + 8 * i), dtype=np.uint8) for i in range(4)]
+    worst, count = check_onnx(export_onnx(model, config, tmp_path / "m.onnx"), model, config.charset, images)
+    assert count == 4 and worst <= 1e-4
+
+
+def test_a_run_without_matplotlib_skips_the_plot_with_one_line_and_succeeds(tmp_path, monkeypatch, capsys):
+    """matplotlib is optional (``pip install .`` does not bring it): the run says so
+    before training, trains, writes checkpoint and log.csv, and exits with 0."""
+    from ctcx.captcha.curves import PLOT_MISSING
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    out = tmp_path / "run"
+    code = main(["--out", str(out), "--steps", "4", "--pool-size", "32", "--fresh-per-step", "2", "--batch-size", "8",
+                 "--eval-size", "8", "--workers", "0", "--threads", "1", "--amp", "off", "--no-progress",
+                 "--conv-channels", "8,8,8,8", "--rnn-hidden", "8", "--input-height", "32"])
+    printed = capsys.readouterr()
+    assert code == 0
+    assert (out / "checkpoint.pt").exists() and (out / "log.csv").exists() and not (out / "curves.png").exists()
+    text = printed.out + printed.err
+    assert text.count(PLOT_MISSING) == 2  # once before training, once at the end
+    assert "Traceback" not in text and "log.csv beside it" in text

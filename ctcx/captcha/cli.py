@@ -131,8 +131,14 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
             help="model size: tiny (CPU), small, base (GPU)")
     _option(model, "--conv-channels", type=_channels, default=None, metavar="C1,C2,C3,C4",
             help="override the preset's conv widths")
-    _option(model, "--rnn-hidden", type=int, default=None, help="override the preset's GRU size per direction")
-    _option(model, "--rnn-layers", type=int, default=None, help="override the preset's GRU layers")
+    _option(model, "--head", default=d.head, choices=("conv", "gru"),
+            help="sequence head: 1-D convolutions over the frames, or a bidirectional GRU")
+    _option(model, "--pool-first", default=d.pool_first, action=argparse.BooleanOptionalAction,
+            help="stride-2 first conv, pooling before BatchNorm + ReLU in later blocks "
+                 "(--no-pool-first: the classic conv, BatchNorm, ReLU, pool order)")
+    _option(model, "--rnn-hidden", type=int, default=None,
+            help="override the preset's head width (conv channels, or GRU units per direction)")
+    _option(model, "--rnn-layers", type=int, default=None, help="override the preset's head depth (conv blocks or GRU layers)")
     _option(model, "--dropout", type=float, default=d.dropout, help="dropout between GRU layers and before the classifier")
     _option(model, "--init-from", default="", metavar="CKPT",
             help="start from this checkpoint's weights (fine-tuning): the same architecture, any charset "
@@ -207,7 +213,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """
     names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "jitter", "input_height",
              "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
-             "dropout", "init_from",
+             "head", "pool_first", "dropout", "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp", "ema",
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",
              "seed", "device", "threads", "out_dir")
@@ -242,7 +248,8 @@ def _train(args: argparse.Namespace) -> None:
     if result.evaluations:
         _print_scores("validation", result.config, result.evaluations, result.config.beam_width)
     minutes, seconds = divmod(round(result.seconds), 60)
-    print(f"checkpoint: {result.checkpoint} ({minutes} min {seconds} s); log.csv and curves.png beside it")
+    beside = "log.csv and curves.png" if (result.checkpoint.parent / "curves.png").exists() else "log.csv"
+    print(f"checkpoint: {result.checkpoint} ({minutes} min {seconds} s); {beside} beside it")
 
 
 def _folder_images(items, config: TrainConfig) -> list:

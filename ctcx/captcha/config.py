@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .images import output_width
 from .labels import resolve_charset
-from .model import PRESETS
+from .model import HEADS, PRESETS
 
 __all__ = ["AMP_MODES", "SCHEDULES", "DECODERS", "TrainConfig"]
 
@@ -23,7 +23,7 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 SCHEDULES = ("onecycle", "cosine")
 DECODERS = ("greedy", "beam", "constrained")
 _DEVICES = ("auto", "cpu", "cuda")
-_BEFORE_FIELD = {"width_scale": 1.0}
+_BEFORE_FIELD = {"width_scale": 1.0, "head": "gru", "pool_first": False}
 """Values that configs written before a field existed meant (older checkpoints lack the key)."""
 
 
@@ -91,6 +91,8 @@ class TrainConfig:
     conv_channels: Optional[Tuple[int, ...]] = None
     rnn_hidden: Optional[int] = None
     rnn_layers: Optional[int] = None
+    head: str = "conv"
+    pool_first: bool = True
     dropout: float = 0.0
     init_from: str = ""  # a checkpoint whose weights start the run (ctcx.captcha.finetune)
     # optimisation
@@ -174,7 +176,9 @@ class TrainConfig:
                              f"0 <= warmup < 1, 0 < val_split < 1; got lr={self.lr!r}, "
                              f"weight_decay={self.weight_decay!r}, clip_grad={self.clip_grad!r}, "
                              f"dropout={self.dropout!r}, warmup={self.warmup!r}, val_split={self.val_split!r}")
-        for name, value, allowed in (("amp", self.amp, AMP_MODES), ("schedule", self.schedule, SCHEDULES),
+        if not isinstance(self.pool_first, bool):
+            raise ValueError(f"pool_first must be True or False, got {self.pool_first!r}")
+        for name, value, allowed in (("head", self.head, HEADS), ("amp", self.amp, AMP_MODES), ("schedule", self.schedule, SCHEDULES),
                                      ("device", self.device, _DEVICES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

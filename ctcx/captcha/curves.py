@@ -8,7 +8,20 @@ from typing import Dict, List, Sequence
 
 from .checkpoint import atomic_write
 
-__all__ = ["CSV_COLUMNS", "write_csv", "plot_curves"]
+__all__ = ["CSV_COLUMNS", "PLOT_MISSING", "can_plot", "write_csv", "plot_curves"]
+
+PLOT_MISSING = ("curves.png skipped: matplotlib is not installed (an optional dependency: "
+                "pip install matplotlib==3.11.2, or pip install '.[plots]'); log.csv has the same figures")
+"""The one line a run logs instead of plotting when matplotlib is missing."""
+
+
+def can_plot() -> bool:
+    """True when matplotlib imports, so :func:`plot_curves` can run (checked before training starts)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 CSV_COLUMNS = ("step", "seconds", "lr", "loss", "accuracy", "accuracy_ci", "cer")
 """Columns of ``log.csv``: loss is the smoothed training loss (mean CTC loss per

@@ -22,7 +22,7 @@ from .model import CRNN
 __all__ = ["ARCHITECTURE", "init_from_checkpoint"]
 
 # What the weights' shapes depend on, the classifier's rows aside.
-ARCHITECTURE = ("conv_channels", "rnn_hidden", "rnn_layers", "channels", "input_height")
+ARCHITECTURE = ("conv_channels", "rnn_hidden", "rnn_layers", "head", "pool_first", "channels", "input_height")
 _CLASSIFIER = ("classifier.weight", "classifier.bias")
 
 

@@ -33,7 +33,7 @@ import ctcx
 
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .curves import plot_curves, write_csv
+from .curves import PLOT_MISSING, can_plot, plot_curves, write_csv
 from .drawn import DrawnCaptchas, DrawSpec
 from .evaluate import EvalResult, evaluate
 from .folder import FolderImages, read_folder, split_items
@@ -317,7 +317,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, pr
     Outputs in ``config.out_dir``: ``checkpoint.pt`` (every ``save_every``
     steps, on Ctrl-C, and at the end; see :mod:`ctcx.captcha.checkpoint`),
     ``log.csv`` (see :data:`~ctcx.captcha.curves.CSV_COLUMNS`) and
-    ``curves.png``.
+    ``curves.png`` (skipped, with one logged line, where matplotlib is not
+    installed: it is an optional dependency).
 
     Args:
         resume: continue the run in ``config.out_dir`` from its checkpoint:
@@ -372,9 +373,12 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         torch.set_num_threads(config.threads)
     data = load_data(config, validation=procs.main, progress=progress)
     config = data.config
+    plots = can_plot()  # checked up front: a missing optional package costs a line, not the run
     if procs.main:
         for note in data.notes:
             log(note)
+        if not plots:
+            log(PLOT_MISSING)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
     if saved is None and config.amp == "auto" and device.type == "cpu":
@@ -531,7 +535,9 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         metrics["val_size"] = greedy.count
     metrics.update(seconds=elapsed_now(), samples=stream.consumed * procs.world)
     checkpoint(complete=True, metrics=metrics)
-    if procs.main:
+    if procs.main and not plots:
+        log(PLOT_MISSING)
+    elif procs.main:
         plot_curves(history, path.with_name("curves.png"),
                     title=f"{config.preset} CRNN, {config.steps} steps of {config.batch_size}")
     return TrainResult(scored.eval(), config, evaluations, path, elapsed_now(), history)
