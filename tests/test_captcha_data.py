@@ -275,6 +275,10 @@ def test_config_round_trip_presets_and_validation():
         TrainConfig(jitter=-0.5)
     with pytest.raises(ValueError, match="ema must be a decay"):
         TrainConfig(ema=1.0)
+    with pytest.raises(ValueError, match="head must be one of"):
+        TrainConfig(head="lstm")
+    with pytest.raises(ValueError, match="pool_first must be True or False"):
+        TrainConfig(pool_first="yes")
 
 
 def test_preset_parameter_counts_match_the_documentation():

@@ -26,7 +26,7 @@ def test_dry_run_passes_and_writes_a_summary(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = (tmp_path / "summary.txt").read_text()
     assert summary.rstrip().endswith("result: PASS")
-    for name in ("env", "build", "tests", "sanitizers", "bench-loss", "bench-decode"):
+    for name in ("env", "build", "tests", "sanitizers", "bench-loss", "bench-decode", "bench-train"):
         assert any(line.startswith(name + " ") and " ok " in line for line in summary.splitlines()), (name, summary)
     # The GPU selection is not empty and holds the loss, decoding and beam CUDA cases.
     tests_log = (tmp_path / "tests.log").read_text()

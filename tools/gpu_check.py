@@ -25,7 +25,10 @@ Steps, in order, each under its own time limit and all under --budget
 5. bench-loss  ``benchmarks/bench_ctc_loss.py --device cuda --quick``: native and
                cuDNN CTC, peak memory, bandwidth at T*N*C >= 1e8;
 6. bench-decode ``benchmarks/bench_decode.py --device cuda --quick``: torchaudio's
-               ``cuda_ctc_decoder`` at beams 10 and 64.
+               ``cuda_ctc_decoder`` at beams 10 and 64;
+7. bench-train ``benchmarks/bench_train.py --device cuda --quick``: the GPU's
+               mm and conv peaks, each captcha model's training step (fp32,
+               bf16), the trainer's own loop with drawn data.
 
 Every step's log and ``summary.txt`` (status and seconds per step, test
 counts and failures, sanitizer findings, benchmark ratios) go to --out
@@ -70,13 +73,15 @@ SANITIZER_CASES = ["loss", "beam"]
 SANITIZER_EXIT = 99  # --error-exitcode: a finding, told apart from a crash
 BENCH_LOSS = ["benchmarks/bench_ctc_loss.py", "--device", "cuda", "--quick"]
 BENCH_DECODE = ["benchmarks/bench_decode.py", "--device", "cuda", "--quick"]
+BENCH_TRAIN = ["benchmarks/bench_train.py", "--device", "cuda", "--quick"]
 # Tiny CPU runs of the same scripts for the dry run.
 BENCH_LOSS_CPU = ["benchmarks/bench_ctc_loss.py", "--device", "cpu", "--quick", "--repeats", "1",
                   "--configs", "20,4,30,5", "--bandwidth-min", "0"]
 BENCH_DECODE_CPU = ["benchmarks/bench_decode.py", "--device", "cpu", "--workloads", "random", "--quick", "--repeats", "1",
                     "--batch", "2", "--frames", "20", "--classes", "30", "--peer-budget", "1"]
+BENCH_TRAIN_CPU = ["benchmarks/bench_train.py", "--device", "cpu", "--quick", "--repeats", "1", "--parts", "a"]
 REQUIRED_PATHS = ["setup.py", "csrc/ops.cpp", "csrc/cuda", "tools/sanitize_case.py", BENCH_LOSS[0],
-                  BENCH_DECODE[0], *TEST_FILES]
+                  BENCH_DECODE[0], BENCH_TRAIN[0], *TEST_FILES]
 REQUIRED_MODULES = ["torch", "numpy", "pytest", "pytest_timeout", "setuptools"]
 GPU_TOOLS = ["nvidia-smi", "nvcc", "compute-sanitizer"]
 
@@ -354,8 +359,11 @@ def write_summary(r: Run) -> str:
     failures = [ln for ln in read(r.out / "tests.log").splitlines() if ln.startswith(("FAILED", "ERROR"))]
     if failures:
         lines += ["", "test failures:", *failures[:15]]
-    for name, log in (("bench-loss", "bench_ctc_loss.log"), ("bench-decode", "bench_decode.log")):
-        found = bench_lines(read(r.out / log))
+    for name, log in (("bench-loss", "bench_ctc_loss.log"), ("bench-decode", "bench_decode.log"),
+                      ("bench-train", "bench_train.log")):
+        text = read(r.out / log)
+        found = bench_lines(text) if name != "bench-train" else \
+            ["  " + ln.strip() for ln in text.splitlines() if ln.startswith(("  ", "("))][:40]
         if found and not r.dry_run:
             lines += ["", f"{name}:", *found]
     ok = all(s["status"] == "ok" for s in r.steps)
@@ -378,7 +386,8 @@ def git_commit() -> str:
 
 STEPS = [("env", step_env), ("build", step_build), ("tests", step_tests), ("sanitizers", step_sanitizers),
          ("bench-loss", step_bench(BENCH_LOSS, BENCH_LOSS_CPU, "bench_ctc_loss.log")),
-         ("bench-decode", step_bench(BENCH_DECODE, BENCH_DECODE_CPU, "bench_decode.log"))]
+         ("bench-decode", step_bench(BENCH_DECODE, BENCH_DECODE_CPU, "bench_decode.log")),
+         ("bench-train", step_bench(BENCH_TRAIN, BENCH_TRAIN_CPU, "bench_train.log"))]
 
 
 def main(argv=None) -> int:

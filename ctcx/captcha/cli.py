@@ -131,11 +131,12 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
             help="model size: tiny (CPU), small, base (GPU)")
     _option(model, "--conv-channels", type=_channels, default=None, metavar="C1,C2,C3,C4",
             help="override the preset's conv widths")
-    _option(model, "--head", default=d.head, choices=("conv", "gru"),
-            help="sequence head: 1-D convolutions over the frames, or a bidirectional GRU")
-    _option(model, "--pool-first", default=d.pool_first, action=argparse.BooleanOptionalAction,
-            help="stride-2 first conv, pooling before BatchNorm + ReLU in later blocks "
-                 "(--no-pool-first: the classic conv, BatchNorm, ReLU, pool order)")
+    _option(model, "--head", default=None, choices=("conv", "gru"),
+            help="override the preset's sequence head: 1-D convolutions over the frames (tiny), or a "
+                 "bidirectional GRU (small, base)")
+    _option(model, "--pool-first", default=None, action=argparse.BooleanOptionalAction,
+            help="override the preset's block order: a stride-2 first conv and pooling before BatchNorm + "
+                 "ReLU (tiny), or the classic conv, BatchNorm, ReLU, pool (--no-pool-first; small, base)")
     _option(model, "--rnn-hidden", type=int, default=None,
             help="override the preset's head width (conv channels, or GRU units per direction)")
     _option(model, "--rnn-layers", type=int, default=None, help="override the preset's head depth (conv blocks or GRU layers)")

@@ -44,8 +44,11 @@ class TrainConfig:
     training labels" for a folder. Labels have ``min_length``..``max_length``
     characters (drawn data).
 
-    Model: ``preset`` picks conv widths, GRU size and layers
-    (:data:`~ctcx.captcha.model.PRESETS`); the fields left None take it.
+    Model: ``preset`` picks conv widths, the sequence head (``head``: 1-D
+    convs or a bidirectional GRU), its width and depth (``rnn_hidden``,
+    ``rnn_layers``) and the block order (``pool_first``)
+    (:data:`~ctcx.captcha.model.PRESETS`, :class:`~ctcx.captcha.model.CRNN`);
+    the fields left None take it.
     ``init_from`` names a checkpoint whose weights start the run instead of
     a fresh initialisation (fine-tuning; see :mod:`ctcx.captcha.finetune`).
 
@@ -91,8 +94,8 @@ class TrainConfig:
     conv_channels: Optional[Tuple[int, ...]] = None
     rnn_hidden: Optional[int] = None
     rnn_layers: Optional[int] = None
-    head: str = "conv"
-    pool_first: bool = True
+    head: Optional[str] = None  # "conv" or "gru"; None = the preset's
+    pool_first: Optional[bool] = None  # None = the preset's
     dropout: float = 0.0
     init_from: str = ""  # a checkpoint whose weights start the run (ctcx.captcha.finetune)
     # optimisation

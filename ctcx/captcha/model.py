@@ -27,14 +27,16 @@ HEADS = ("conv", "gru")
 _POOLS = ((2, 2), (2, 2), (2, 1), (2, 1))
 
 PRESETS: Dict[str, Dict] = {
-    "tiny": dict(conv_channels=(16, 48, 96, 128), rnn_hidden=96, rnn_layers=1),
-    "small": dict(conv_channels=(32, 64, 128, 192), rnn_hidden=128, rnn_layers=2),
-    "base": dict(conv_channels=(64, 128, 256, 256), rnn_hidden=256, rnn_layers=2),
+    "tiny": dict(conv_channels=(16, 32, 64, 96), rnn_hidden=128, rnn_layers=2, head="conv", pool_first=True),
+    "small": dict(conv_channels=(32, 64, 128, 192), rnn_hidden=128, rnn_layers=2, head="gru", pool_first=False),
+    "base": dict(conv_channels=(64, 128, 256, 256), rnn_hidden=256, rnn_layers=2, head="gru", pool_first=False),
 }
-"""Model sizes. Parameters with 37 classes (0-9A-Z + blank), grayscale, input height 48
-(the default): tiny 444,469 (the CPU default), small 1,162,629, base 3,738,085 (the GPU
-recipe); at height 32: 370,741, 1,015,173 and 3,344,869. ``count_parameters`` gives
-the figure for any configuration."""
+"""Model sizes (every field can be overridden: ``--conv-channels``, ``--head``, ...).
+``tiny`` (the CPU default) has the conv head and pool-first blocks since 2026-12-07
+(before: (16, 48, 96, 128) channels, a GRU of 96, the classic blocks); ``small`` and
+``base`` keep the GRU head and the classic blocks that their recipes were measured with.
+Parameters with 37 classes (0-9A-Z + blank), grayscale, input height 48 (the default):
+PARAMS_PLACEHOLDER. ``count_parameters`` gives the figure for any configuration."""
 
 
 class CRNN(nn.Module):
