@@ -283,9 +283,9 @@ def test_config_round_trip_presets_and_validation():
 
 def test_preset_parameter_counts_match_the_documentation():
     counts = {name: count_parameters(build_model(TrainConfig(preset=name))) for name in PRESETS}
-    assert counts == {"tiny": 444_469, "small": 1_162_629, "base": 3_738_085}
+    assert counts == {"tiny": 243_925, "small": 1_162_629, "base": 3_738_085}
     low = {name: count_parameters(build_model(TrainConfig(preset=name, input_height=32))) for name in PRESETS}
-    assert low == {"tiny": 370_741, "small": 1_015_173, "base": 3_344_869}
+    assert low == {"tiny": 207_061, "small": 1_015_173, "base": 3_344_869}
     import ctcx.captcha.model as model_module
     source = open(model_module.__file__).read()
     for count in [*counts.values(), *low.values()]:

@@ -135,8 +135,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
             help="override the preset's sequence head: 1-D convolutions over the frames (tiny), or a "
                  "bidirectional GRU (small, base)")
     _option(model, "--pool-first", default=None, action=argparse.BooleanOptionalAction,
-            help="override the preset's block order: a stride-2 first conv and pooling before BatchNorm + "
-                 "ReLU (tiny), or the classic conv, BatchNorm, ReLU, pool (--no-pool-first; small, base)")
+            help="override the preset's block order: conv, pool, BatchNorm, ReLU (tiny), or the classic "
+                 "conv, BatchNorm, ReLU, pool (--no-pool-first; small, base)")
     _option(model, "--rnn-hidden", type=int, default=None,
             help="override the preset's head width (conv channels, or GRU units per direction)")
     _option(model, "--rnn-layers", type=int, default=None, help="override the preset's head depth (conv blocks or GRU layers)")
