@@ -88,12 +88,12 @@ struct Workspace {
 // log sum_c exp(row[c]) for every frame of a logits sample.
 template <typename scalar_t, typename acc_t>
 void frame_log_normalizers(const scalar_t* x, int64_t st, int64_t Tn, int64_t C, acc_t* lse) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    rows_log_sum_exp(x, Tn, st, C, lse);
+    return;
+  }
   for (int64_t t = 0; t < Tn; ++t) {
     const scalar_t* row = x + t * st;
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      lse[t] = row_log_sum_exp(row, C);
-      continue;
-    }
     acc_t m = neg_inf<acc_t>();
 #pragma omp simd reduction(max : m)
     for (int64_t c = 0; c < C; ++c) m = std::max(m, static_cast<acc_t>(row[c]));
@@ -118,9 +118,30 @@ void find_first_positions(const target_t* label, int64_t L, Workspace<acc_t>& ws
   for (int64_t k = 1; k <= L; ++k) ws.slot[static_cast<int64_t>(label[k - 1])] = -1;
 }
 
+// For logits: the softmax part of every gradient row of one sample,
+// w * exp(x - lse); write_row then corrects the blank and label entries.
+template <typename scalar_t, typename target_t, typename acc_t>
+void write_softmax_rows(const Sample<scalar_t, target_t, acc_t>& s) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    rows_scaled_exp(s.lp, s.Tn, s.lp_st, s.C, s.lse, s.weight, s.grad, s.g_st);
+  } else {
+    for (int64_t t = 0; t < s.Tn; ++t) {
+      const scalar_t* x = s.lp + t * s.lp_st;
+      scalar_t* row = s.grad + t * s.g_st;
+      const acc_t lse = s.lse[t];
+#pragma omp simd
+      for (int64_t c = 0; c < s.C; ++c) {
+        row[c] = static_cast<scalar_t>(s.weight * exp_(static_cast<acc_t>(x[c]) - lse));
+      }
+    }
+  }
+}
+
 // Writes gradient row t of one sample, scaled by s.weight. For log-probs:
-// -occupancy on the blank and the labels (the row is zero-filled already).
-// For logits: softmax - occupancy over the whole row.
+// -occupancy on the blank and the labels, zero elsewhere. For logits:
+// softmax - occupancy, of which write_softmax_rows has written the softmax;
+// only the blank and label entries change, once per row: a row written by a
+// recursion that then failed gets its softmax written anew first.
 template <typename scalar_t, typename target_t, typename acc_t, typename real>
 inline void write_row(const Sample<scalar_t, target_t, acc_t>& s, int64_t t, real blank_occ,
                       const real* label_occ, Workspace<acc_t>& ws) {
@@ -131,16 +152,16 @@ inline void write_row(const Sample<scalar_t, target_t, acc_t>& s, int64_t t, rea
   for (int64_t k = 1; k <= L; ++k) occ[k] = 0;
   for (int64_t k = 1; k <= L; ++k) occ[ws.first[k]] += static_cast<acc_t>(label_occ[k]);
   if (s.lse) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      // The row holds w * softmax at full precision: subtract, no exp again.
+      row[s.blank] -= w * static_cast<acc_t>(blank_occ);
+      for (int64_t k = 1; k <= L; ++k) {
+        if (ws.first[k] == k) row[s.label[k - 1]] -= w * occ[k];
+      }
+      return;
+    }
     const scalar_t* x = s.lp + t * s.lp_st;
     const acc_t lse = s.lse[t];
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      row_scaled_exp(x, s.C, lse, w, row);
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < s.C; ++c) {
-        row[c] = static_cast<scalar_t>(w * exp_(static_cast<acc_t>(x[c]) - lse));
-      }
-    }
     row[s.blank] = static_cast<scalar_t>(
         w * (exp_(static_cast<acc_t>(x[s.blank]) - lse) - static_cast<acc_t>(blank_occ)));
     for (int64_t k = 1; k <= L; ++k) {
@@ -449,11 +470,15 @@ void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& t
       frame_log_normalizers(x + n * input.stride(1), x_st, Tn, C, ws.lse.data());
     }
     const auto s = sample_of(n, logits ? ws.lse.data() : nullptr);
-    if (s.grad) clear_tail(s);
+    if (s.grad) {
+      clear_tail(s);
+      if (s.lse) write_softmax_rows(s);
+    }
     acc_t nll;
     if (Tn == 0) {
       nll = s.L == 0 ? acc_t(0) : inf;  // nothing to align; no gradient rows
     } else if (!sample_scaled(s, ws, &nll)) {
+      if (s.grad && s.lse) write_softmax_rows(s);
       sample_log_space(s, ws, &nll);
       if (nll == inf && s.grad) {
         // Infeasible: zero gradient under zero_infinity, else NaN as in
@@ -516,6 +541,7 @@ void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& t
       if (!grad_out) continue;
       const auto s = sample_of(n, logits ? ws.lane_lse.data() + v * Tn : nullptr);
       clear_tail(s);
+      if (s.lse) write_softmax_rows(s);
       find_first_positions(s.label, L, ws);
       ws.occupancy.resize(K);
       double label_occ[kMaxLaneLabels + 1];
