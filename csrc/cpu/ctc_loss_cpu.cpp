@@ -531,6 +531,19 @@ void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& t
     ctc_lanes_scaled({Tn, L, ws.lane_emit.data(), ws.lane_skip.data(),
                       grad_out ? ws.lane_beta.data() : nullptr, ws.lane_alpha.data(),
                       grad_out ? ws.lane_occ.data() : nullptr, nll, ok});
+    // Log-probs rows: cleared for the whole group at once, one fill per run
+    // of consecutive samples per frame (the usual batch is one run).
+    const bool group_cleared = clear_rows && !logits;
+    if (group_cleared) {
+      const int64_t g_n = grad->stride(1);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t a = 0, b = 1; a < count; a = b++) {
+          while (g_n == C && b < count && idx[b] == idx[b - 1] + 1) ++b;
+          scalar_t* first = grad_out + t * g_st + idx[a] * g_n;
+          std::fill(first, first + (b - a - 1) * g_n + C, scalar_t(0));
+        }
+      }
+    }
     for (int64_t v = 0; v < count; ++v) {
       const int64_t n = idx[v];
       if (!ok[v]) {
@@ -539,9 +552,25 @@ void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& t
       }
       loss_out[n] = static_cast<acc_t>(nll[v]);
       if (!grad_out) continue;
-      const auto s = sample_of(n, logits ? ws.lane_lse.data() + v * Tn : nullptr);
-      clear_tail(s);
+      auto s = sample_of(n, logits ? ws.lane_lse.data() + v * Tn : nullptr);
+      if (group_cleared) {
+        s.clear_rows = false;
+      } else {
+        clear_tail(s);
+      }
       if (s.lse) write_softmax_rows(s);
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        // Full-precision rows: repeated labels accumulate in place (the
+        // row holds zero or the softmax there), no first-position map.
+        const acc_t w = s.weight;
+        for (int64_t t = 0; t < Tn; ++t) {
+          const double* occ = ws.lane_occ.data() + t * K * V + v;
+          scalar_t* row = s.grad + t * g_st;
+          row[blank] = (logits ? row[blank] : acc_t(0)) - w * static_cast<acc_t>(occ[0]);
+          for (int64_t k = 1; k <= L; ++k) row[s.label[k - 1]] -= w * static_cast<acc_t>(occ[k * V]);
+        }
+        continue;
+      }
       find_first_positions(s.label, L, ws);
       ws.occupancy.resize(K);
       double label_occ[kMaxLaneLabels + 1];
