@@ -53,6 +53,9 @@ def _lengths_tensor(fn: str, name: str, value: Lengths, n: int, batched: bool,
                     device: torch.device) -> torch.Tensor:
     """Return ``value`` as an (n,) int64 tensor on ``device``; raise ValueError if it is not one."""
     if isinstance(value, torch.Tensor):
+        if (batched and value.dtype == torch.long and value.dim() == 1 and value.shape[0] == n
+                and value.device == device):
+            return value  # already the canonical form
         if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
             raise ValueError(f"{fn}: {name} must hold integers, got dtype {value.dtype}")
         t = value
