@@ -82,8 +82,9 @@ class _FoldedCPULoss(torch.autograd.Function):
 
     The same computation as the op's registered autograd formula (ctcx/ops.py)
     followed by ``(loss * weights).sum()``, without torch.library's generic
-    wrapper and the reduction's two nodes: at the trainer's sizes (a few
-    hundred microseconds a call) those fixed costs were a third of the time.
+    wrapper and the reduction's two nodes: at the trainer's sizes (T, N, C, L)
+    = (32, 64, 37, 5) that saves about 50 of 270 microseconds a call (forward
+    and backward, one thread, 2026-12-07).
     Eager CPU only, where backward may read the incoming gradient's value:
     when it is 1 (or the weights of reduction='none', all ones), the
     gradient the op computed is returned untouched.

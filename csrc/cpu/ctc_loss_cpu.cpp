@@ -9,8 +9,9 @@
 //      l' = (blank, l_1, blank, ..., l_L, blank), storing beta;
 //   3. run the forward (alpha) recursion, and at each frame t turn
 //      alpha_t * beta_t into the posterior occupancy gamma_t(c) and write the
-//      non-zero entries of the gradient row (t, n, :) = -gamma_t once, into a
-//      zero-filled buffer.
+//      gradient row (t, n, :) = -gamma_t once (for logits, softmax - gamma_t).
+//      Buffers under a few MB are not zero-filled beforehand: each row is
+//      cleared as it is written, rows past T_n too (see zeroed_buffer.h).
 // Without a gradient only the alpha recursion runs, with two rows of state.
 //
 // Fast path: the recursions run on probabilities in double precision,
@@ -25,6 +26,11 @@
 // (index j = 0..L for state 2j) and label states (index k = 1..L for state
 // 2k-1, with index 0 a sentinel), so each recursion step is a pair of
 // branch-free loops the compiler vectorizes.
+//
+// Short sequences (a captcha's L = 4..6 labels) make those loops shorter than
+// one vector, so samples of equal (T_n, L) run kLanes at a time instead, one
+// per vector lane (ctc_loss_lanes.cpp), with the same scaled recursions; a
+// lane that fails is recomputed alone by the path above.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
