@@ -403,3 +403,31 @@ def test_loss_only_call_differentiates_by_a_second_fused_call(op):
         (g,) = torch.autograd.grad(loss, x, g_out, retain_graph=True)
         (g_ref,) = torch.autograd.grad(ref, x64, g_out, retain_graph=True)
         torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize("fn", [ctcx.ctc_loss, ctcx.ctc_loss_with_logits], ids=["log_probs", "logits"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("batched", [True, False])
+def test_eager_cpu_node_matches_the_registered_autograd(fn, dtype, reduction, batched):
+    """Plain CPU tensors take one autograd node (ctcx/loss.py, _FoldedCPULoss);
+    a Parameter (not a plain tensor) takes the op's registered autograd formula
+    and the reduction's ops. Same losses and gradients, for an incoming
+    gradient of one and for any other."""
+    logits, targets, il, tl = random_case(12, 3, 6, 4, seed=31)
+    if not batched:
+        logits, targets, il, tl = logits[:, 0], targets[0], il[0], tl[0]
+    base = logits.to(dtype) if fn is ctcx.ctc_loss_with_logits else logits.log_softmax(-1).to(dtype)
+    results = []
+    for make in (lambda t: t.detach().clone().requires_grad_(), lambda t: torch.nn.Parameter(t.detach().clone())):
+        x = make(base)
+        out = fn(x, targets, il, tl, reduction=reduction)
+        ones = torch.ones_like(out)
+        go = torch.rand(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype) - 0.5
+        g1 = torch.autograd.grad(out, x, ones, retain_graph=True)[0]
+        g2 = torch.autograd.grad(out, x, go)[0]
+        results.append((out.detach(), g1, g2))
+        assert out.shape == (() if reduction != "none" or not batched else (3,))
+    (a, a1, a2), (b, b1, b2) = results
+    assert torch.equal(a, b) and torch.equal(a1, b1)
+    torch.testing.assert_close(a2, b2, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=1e-6)

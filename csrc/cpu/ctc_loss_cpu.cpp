@@ -9,8 +9,9 @@
 //      l' = (blank, l_1, blank, ..., l_L, blank), storing beta;
 //   3. run the forward (alpha) recursion, and at each frame t turn
 //      alpha_t * beta_t into the posterior occupancy gamma_t(c) and write the
-//      non-zero entries of the gradient row (t, n, :) = -gamma_t once, into a
-//      zero-filled buffer.
+//      gradient row (t, n, :) = -gamma_t once (for logits, softmax - gamma_t).
+//      Buffers under a few MB are not zero-filled beforehand: each row is
+//      cleared as it is written, rows past T_n too (see zeroed_buffer.h).
 // Without a gradient only the alpha recursion runs, with two rows of state.
 //
 // Fast path: the recursions run on probabilities in double precision,
@@ -25,17 +26,25 @@
 // (index j = 0..L for state 2j) and label states (index k = 1..L for state
 // 2k-1, with index 0 a sentinel), so each recursion step is a pair of
 // branch-free loops the compiler vectorizes.
+//
+// Short sequences (a captcha's L = 4..6 labels) make those loops shorter than
+// one vector, so samples of equal (T_n, L) run kLanes at a time instead, one
+// per vector lane (ctc_loss_lanes.cpp), with the same scaled recursions; a
+// lane that fails is recomputed alone by the path above.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <numeric>
 #include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "ctcx/ctc_loss_checks.h"
+#include "ctc_loss_lanes.h"
 #include "ctcx/log_math.h"
 #include "vec_math.h"
 #include "zeroed_buffer.h"
@@ -57,6 +66,7 @@ struct Sample {
   scalar_t* grad;            // row t at grad + t * g_st; nullptr: no gradient
   int64_t g_st;
   acc_t weight;              // scale of this sample's gradient
+  bool clear_rows;           // the gradient buffer is not zero-filled: rows are cleared here
 };
 
 template <typename acc_t>
@@ -76,17 +86,20 @@ struct Workspace {
   std::vector<int64_t> first;     // (L + 1): first position k' of label l_k in the target
   std::vector<int64_t> slot;      // (C): scratch map label -> first position, -1 when unused
   std::vector<acc_t> lse;         // (T_n,): log-sum-exp of each logits row
+  // Lane groups (ctc_loss_lanes.h): lane arrays, [i * kLanes + v]
+  std::vector<double> lane_emit, lane_skip, lane_beta, lane_alpha, lane_occ;
+  std::vector<acc_t> lane_lse;    // (kLanes, T_n): lane v's log-normalizers at [v * T_n]
 };
 
 // log sum_c exp(row[c]) for every frame of a logits sample.
 template <typename scalar_t, typename acc_t>
 void frame_log_normalizers(const scalar_t* x, int64_t st, int64_t Tn, int64_t C, acc_t* lse) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    rows_log_sum_exp(x, Tn, st, C, lse);
+    return;
+  }
   for (int64_t t = 0; t < Tn; ++t) {
     const scalar_t* row = x + t * st;
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      lse[t] = row_log_sum_exp(row, C);
-      continue;
-    }
     acc_t m = neg_inf<acc_t>();
 #pragma omp simd reduction(max : m)
     for (int64_t c = 0; c < C; ++c) m = std::max(m, static_cast<acc_t>(row[c]));
@@ -111,9 +124,30 @@ void find_first_positions(const target_t* label, int64_t L, Workspace<acc_t>& ws
   for (int64_t k = 1; k <= L; ++k) ws.slot[static_cast<int64_t>(label[k - 1])] = -1;
 }
 
+// For logits: the softmax part of every gradient row of one sample,
+// w * exp(x - lse); write_row then corrects the blank and label entries.
+template <typename scalar_t, typename target_t, typename acc_t>
+void write_softmax_rows(const Sample<scalar_t, target_t, acc_t>& s) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    rows_scaled_exp(s.lp, s.Tn, s.lp_st, s.C, s.lse, s.weight, s.grad, s.g_st);
+  } else {
+    for (int64_t t = 0; t < s.Tn; ++t) {
+      const scalar_t* x = s.lp + t * s.lp_st;
+      scalar_t* row = s.grad + t * s.g_st;
+      const acc_t lse = s.lse[t];
+#pragma omp simd
+      for (int64_t c = 0; c < s.C; ++c) {
+        row[c] = static_cast<scalar_t>(s.weight * exp_(static_cast<acc_t>(x[c]) - lse));
+      }
+    }
+  }
+}
+
 // Writes gradient row t of one sample, scaled by s.weight. For log-probs:
-// -occupancy on the blank and the labels (the row is zero-filled already).
-// For logits: softmax - occupancy over the whole row.
+// -occupancy on the blank and the labels, zero elsewhere. For logits:
+// softmax - occupancy, of which write_softmax_rows has written the softmax;
+// only the blank and label entries change, once per row: a row written by a
+// recursion that then failed gets its softmax written anew first.
 template <typename scalar_t, typename target_t, typename acc_t, typename real>
 inline void write_row(const Sample<scalar_t, target_t, acc_t>& s, int64_t t, real blank_occ,
                       const real* label_occ, Workspace<acc_t>& ws) {
@@ -124,16 +158,16 @@ inline void write_row(const Sample<scalar_t, target_t, acc_t>& s, int64_t t, rea
   for (int64_t k = 1; k <= L; ++k) occ[k] = 0;
   for (int64_t k = 1; k <= L; ++k) occ[ws.first[k]] += static_cast<acc_t>(label_occ[k]);
   if (s.lse) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      // The row holds w * softmax at full precision: subtract, no exp again.
+      row[s.blank] -= w * static_cast<acc_t>(blank_occ);
+      for (int64_t k = 1; k <= L; ++k) {
+        if (ws.first[k] == k) row[s.label[k - 1]] -= w * occ[k];
+      }
+      return;
+    }
     const scalar_t* x = s.lp + t * s.lp_st;
     const acc_t lse = s.lse[t];
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      row_scaled_exp(x, s.C, lse, w, row);
-    } else {
-#pragma omp simd
-      for (int64_t c = 0; c < s.C; ++c) {
-        row[c] = static_cast<scalar_t>(w * exp_(static_cast<acc_t>(x[c]) - lse));
-      }
-    }
     row[s.blank] = static_cast<scalar_t>(
         w * (exp_(static_cast<acc_t>(x[s.blank]) - lse) - static_cast<acc_t>(blank_occ)));
     for (int64_t k = 1; k <= L; ++k) {
@@ -142,6 +176,7 @@ inline void write_row(const Sample<scalar_t, target_t, acc_t>& s, int64_t t, rea
     }
     return;
   }
+  if (s.clear_rows) std::fill(row, row + s.C, scalar_t(0));
   row[s.blank] = static_cast<scalar_t>(-w * static_cast<acc_t>(blank_occ));
   for (int64_t k = 1; k <= L; ++k) {
     if (ws.first[k] == k) row[s.label[k - 1]] = static_cast<scalar_t>(-w * occ[k]);
@@ -387,12 +422,29 @@ void sample_log_space(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_
   }
 }
 
+// Samples of equal (T_n, L) run kLanes at a time, one per vector lane, while
+// their state vectors are short and their workspace small: there the
+// per-sample loops are shorter than one vector.
+inline bool lanes_fit(int64_t Tn, int64_t L) {
+  return Tn >= 1 && L <= kMaxLaneLabels && Tn * (L + 2) <= 16384;
+}
+
+// A unit of the parallel loop: samples order[first, first + count) of one lane
+// group (lanes true), or the single sample order[first].
+struct WorkItem {
+  int64_t first;
+  int64_t count;
+  bool lanes;
+};
+
 template <typename scalar_t, typename target_t>
 void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& targets,
                        const int64_t* input_lengths, const int64_t* target_lengths,
                        const int64_t* target_offsets, int64_t blank, bool zero_infinity,
-                       const at::Tensor* grad_weights, at::Tensor& loss, at::Tensor* grad) {
+                       const at::Tensor* grad_weights, at::Tensor& loss, at::Tensor* grad,
+                       bool grad_zeroed) {
   using acc_t = at::opmath_type<scalar_t>;
+  const int64_t T = input.size(0);
   const int64_t N = input.size(1);
   const int64_t C = input.size(2);
   const scalar_t* x = input.const_data_ptr<scalar_t>();
@@ -401,40 +453,170 @@ void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& t
   scalar_t* grad_out = grad ? grad->mutable_data_ptr<scalar_t>() : nullptr;
   const acc_t* weights = grad ? grad_weights->const_data_ptr<acc_t>() : nullptr;
   const acc_t inf = -neg_inf<acc_t>();
+  const int64_t x_st = input.stride(0), g_st = grad ? grad->stride(0) : 0;
+  const bool clear_rows = grad_out && !grad_zeroed;
 
-  at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    Workspace<acc_t> ws;
-    if (grad_out) ws.slot.assign(C, -1);
-    for (int64_t n = begin; n < end; ++n) {
-      const int64_t Tn = input_lengths[n];
-      const scalar_t* xn = x + n * input.stride(1);
-      if (logits) {
-        ws.lse.resize(Tn);
-        frame_log_normalizers(xn, input.stride(0), Tn, C, ws.lse.data());
-      }
-      Sample<scalar_t, target_t, acc_t> s{
-          Tn, target_lengths[n], tg + target_offsets[n], blank, xn, input.stride(0), C,
-          logits ? ws.lse.data() : nullptr,
-          grad_out ? grad_out + n * grad->stride(1) : nullptr, grad ? grad->stride(0) : 0,
-          weights ? weights[n] : acc_t(0)};
-      acc_t nll;
-      if (Tn == 0) {
-        nll = s.L == 0 ? acc_t(0) : inf;  // nothing to align; no gradient rows
-      } else if (!sample_scaled(s, ws, &nll)) {
-        sample_log_space(s, ws, &nll);
-        if (nll == inf && s.grad) {
-          // Infeasible: zero gradient under zero_infinity, else NaN as in
-          // torch.nn.CTCLoss. Whole rows: the fast path may have written some.
-          const scalar_t fill = zero_infinity
-                                    ? scalar_t(0)
-                                    : static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN());
-          for (int64_t t = 0; t < Tn; ++t) {
-            scalar_t* row = s.grad + t * s.g_st;
-            std::fill(row, row + C, fill);
-          }
+  auto sample_of = [&](int64_t n, const acc_t* lse) {
+    return Sample<scalar_t, target_t, acc_t>{
+        input_lengths[n], target_lengths[n], tg + target_offsets[n], blank,
+        x + n * input.stride(1), x_st, C, lse,
+        grad_out ? grad_out + n * grad->stride(1) : nullptr, g_st,
+        weights ? weights[n] : acc_t(0), clear_rows};
+  };
+  // Rows past the sample's frames get a zero gradient.
+  auto clear_tail = [&](const Sample<scalar_t, target_t, acc_t>& s) {
+    if (!clear_rows) return;
+    for (int64_t t = s.Tn; t < T; ++t) std::fill(s.grad + t * g_st, s.grad + t * g_st + C, scalar_t(0));
+  };
+
+  auto one_sample = [&](int64_t n, Workspace<acc_t>& ws) {
+    const int64_t Tn = input_lengths[n];
+    if (logits) {
+      ws.lse.resize(Tn);
+      frame_log_normalizers(x + n * input.stride(1), x_st, Tn, C, ws.lse.data());
+    }
+    const auto s = sample_of(n, logits ? ws.lse.data() : nullptr);
+    if (s.grad) {
+      clear_tail(s);
+      if (s.lse) write_softmax_rows(s);
+    }
+    acc_t nll;
+    if (Tn == 0) {
+      nll = s.L == 0 ? acc_t(0) : inf;  // nothing to align; no gradient rows
+    } else if (!sample_scaled(s, ws, &nll)) {
+      if (s.grad && s.lse) write_softmax_rows(s);
+      sample_log_space(s, ws, &nll);
+      if (nll == inf && s.grad) {
+        // Infeasible: zero gradient under zero_infinity, else NaN as in
+        // torch.nn.CTCLoss. Whole rows: the fast path may have written some.
+        const scalar_t fill = zero_infinity
+                                  ? scalar_t(0)
+                                  : static_cast<scalar_t>(std::numeric_limits<acc_t>::quiet_NaN());
+        for (int64_t t = 0; t < Tn; ++t) {
+          scalar_t* row = s.grad + t * s.g_st;
+          std::fill(row, row + C, fill);
         }
       }
-      loss_out[n] = (zero_infinity && nll == inf) ? acc_t(0) : nll;
+    }
+    loss_out[n] = (zero_infinity && nll == inf) ? acc_t(0) : nll;
+  };
+
+  // Lanes past count repeat the group's last sample; their results are dropped.
+  auto lane_group = [&](const int64_t* idx, int64_t count, Workspace<acc_t>& ws) {
+    const int64_t Tn = input_lengths[idx[0]], L = target_lengths[idx[0]];
+    const int64_t K = L + 1, W = L + 2, V = kLanes;
+    ws.lane_emit.resize(Tn * K * V);
+    ws.lane_skip.assign(W * V, 0.0);
+    if (logits) ws.lane_lse.resize(Tn * V);
+    for (int64_t v = 0; v < V; ++v) {
+      const int64_t n = idx[std::min(v, count - 1)];
+      const scalar_t* xn = x + n * input.stride(1);
+      const target_t* label = tg + target_offsets[n];
+      acc_t* lse = logits ? ws.lane_lse.data() + v * Tn : nullptr;
+      if (logits) frame_log_normalizers(xn, x_st, Tn, C, lse);
+      double* e = ws.lane_emit.data() + v;
+      for (int64_t t = 0; t < Tn; ++t) {
+        const scalar_t* row = xn + t * x_st;
+        const double shift = lse ? static_cast<double>(lse[t]) : 0.0;
+        e[(t * K) * V] = static_cast<double>(row[blank]) - shift;
+        for (int64_t k = 1; k <= L; ++k) {
+          e[(t * K + k) * V] = static_cast<double>(row[label[k - 1]]) - shift;
+        }
+      }
+      for (int64_t k = 2; k <= L; ++k) {
+        ws.lane_skip[k * V + v] = label[k - 1] != label[k - 2] ? 1.0 : 0.0;
+      }
+    }
+    double nll[kLanes];
+    bool ok[kLanes];
+    if (grad_out) {
+      ws.lane_beta.resize(Tn * 2 * W * V);
+      ws.lane_occ.resize(Tn * K * V);
+    }
+    ws.lane_alpha.resize(2 * 2 * W * V);
+    ctc_lanes_scaled({Tn, L, ws.lane_emit.data(), ws.lane_skip.data(),
+                      grad_out ? ws.lane_beta.data() : nullptr, ws.lane_alpha.data(),
+                      grad_out ? ws.lane_occ.data() : nullptr, nll, ok});
+    // Log-probs rows: cleared for the whole group at once, one fill per run
+    // of consecutive samples per frame (the usual batch is one run).
+    const bool group_cleared = clear_rows && !logits;
+    if (group_cleared) {
+      const int64_t g_n = grad->stride(1);
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t a = 0, b = 1; a < count; a = b++) {
+          while (g_n == C && b < count && idx[b] == idx[b - 1] + 1) ++b;
+          scalar_t* first = grad_out + t * g_st + idx[a] * g_n;
+          std::fill(first, first + (b - a - 1) * g_n + C, scalar_t(0));
+        }
+      }
+    }
+    for (int64_t v = 0; v < count; ++v) {
+      const int64_t n = idx[v];
+      if (!ok[v]) {
+        one_sample(n, ws);  // exact fallback, as sample_scaled's own
+        continue;
+      }
+      loss_out[n] = static_cast<acc_t>(nll[v]);
+      if (!grad_out) continue;
+      auto s = sample_of(n, logits ? ws.lane_lse.data() + v * Tn : nullptr);
+      if (group_cleared) {
+        s.clear_rows = false;
+      } else {
+        clear_tail(s);
+      }
+      if (s.lse) write_softmax_rows(s);
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        // Full-precision rows: repeated labels accumulate in place (the
+        // row holds zero or the softmax there), no first-position map.
+        const acc_t w = s.weight;
+        for (int64_t t = 0; t < Tn; ++t) {
+          const double* occ = ws.lane_occ.data() + t * K * V + v;
+          scalar_t* row = s.grad + t * g_st;
+          row[blank] = (logits ? row[blank] : acc_t(0)) - w * static_cast<acc_t>(occ[0]);
+          for (int64_t k = 1; k <= L; ++k) row[s.label[k - 1]] -= w * static_cast<acc_t>(occ[k * V]);
+        }
+        continue;
+      }
+      find_first_positions(s.label, L, ws);
+      ws.occupancy.resize(K);
+      double label_occ[kMaxLaneLabels + 1];
+      for (int64_t t = 0; t < Tn; ++t) {
+        const double* occ = ws.lane_occ.data() + t * K * V + v;
+        for (int64_t k = 1; k <= L; ++k) label_occ[k] = occ[k * V];
+        write_row(s, t, occ[0], label_occ, ws);
+      }
+    }
+  };
+
+  // Sort the samples by (T_n, L) and cut runs of equal sizes into lane groups.
+  std::vector<int64_t> order(N);
+  std::iota(order.begin(), order.end(), int64_t(0));
+  auto key = [&](int64_t n) { return std::make_pair(input_lengths[n], target_lengths[n]); };
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key(a) < key(b); });
+  std::vector<WorkItem> items;
+  items.reserve(N);
+  for (int64_t i = 0; i < N;) {
+    int64_t j = i + 1;
+    while (j < N && j - i < kLanes && key(order[j]) == key(order[i])) ++j;
+    if (j - i >= 2 && lanes_fit(input_lengths[order[i]], target_lengths[order[i]])) {
+      items.push_back({i, j - i, true});
+      i = j;
+    } else {
+      items.push_back({i, 1, false});
+      ++i;
+    }
+  }
+
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+    Workspace<acc_t> ws;
+    if (grad_out) ws.slot.assign(C, -1);
+    for (int64_t i = begin; i < end; ++i) {
+      const WorkItem& item = items[i];
+      if (item.lanes) {
+        lane_group(order.data() + item.first, item.count, ws);
+      } else {
+        one_sample(order[item.first], ws);
+      }
     }
   });
 }
@@ -459,7 +641,9 @@ std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu_common(const at::Tensor& input, 
     weights = grad_weights->contiguous();
   }
   at::Tensor loss = at::empty({input.size(1)}, input.options().dtype(acc_dtype));
-  at::Tensor grad = compute_grad ? zeroed_like(input) : at::empty({0}, input.options());
+  bool grad_zeroed = false;
+  at::Tensor grad = compute_grad ? gradient_buffer_like(input, &grad_zeroed)
+                                 : at::empty({0}, input.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "ctcx_ctc_loss_cpu", [&] {
@@ -468,7 +652,7 @@ std::tuple<at::Tensor, at::Tensor> ctc_loss_cpu_common(const at::Tensor& input, 
           ctc_loss_cpu_impl<scalar_t, target_t>(
               input, logits, tg, il.const_data_ptr<int64_t>(), tl.const_data_ptr<int64_t>(),
               offsets.const_data_ptr<int64_t>(), blank, zero_infinity, &weights, loss,
-              compute_grad ? &grad : nullptr);
+              compute_grad ? &grad : nullptr, grad_zeroed);
         };
         if (tg.scalar_type() == at::kInt) {
           run(int32_t(0));

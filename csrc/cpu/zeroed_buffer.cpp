@@ -16,17 +16,14 @@ constexpr size_t kMmapThreshold = size_t(4) << 20;
 
 }  // namespace
 
-at::Tensor zeroed_like(const at::Tensor& like) {
+at::Tensor gradient_buffer_like(const at::Tensor& like, bool* zeroed) {
   const c10::DimVector strides = like.is_non_overlapping_and_dense()
                                      ? c10::DimVector(like.strides())
                                      : c10::contiguous_strides(like.sizes());
   const size_t bytes = static_cast<size_t>(like.numel()) * like.element_size();
   const auto options = like.options().memory_format(std::nullopt);
-  if (bytes < kMmapThreshold) {
-    return at::zeros_like(like, options, like.is_non_overlapping_and_dense()
-                                             ? at::MemoryFormat::Preserve
-                                             : at::MemoryFormat::Contiguous);
-  }
+  *zeroed = bytes >= kMmapThreshold;
+  if (!*zeroed) return at::empty_strided(like.sizes(), strides, options);
   // Over-allocate by one huge page so the data can start on a 2 MB boundary.
   const size_t length = bytes + kHugePage;
   void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
