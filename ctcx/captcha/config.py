@@ -99,7 +99,7 @@ class TrainConfig:
     dropout: float = 0.0
     init_from: str = ""  # a checkpoint whose weights start the run (ctcx.captcha.finetune)
     # optimisation
-    steps: int = 6000
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-2
@@ -109,7 +109,7 @@ class TrainConfig:
     amp: str = "auto"
     ema: float = 0.999  # decay of the weights' moving average that is evaluated and saved, 0 = off
     # data pipeline: a pool of drawn images refreshed by DataLoader workers (0 = fresh batches)
-    pool_size: int = 40000
+    pool_size: int = 20000
     fresh_per_step: int = 24
     workers: int = 2
     # evaluation, logging, checkpoints
