@@ -158,7 +158,7 @@ def full_steps(overrides: dict, steps: int, device: str) -> Dict[str, float]:
     and the seconds spent waiting for batches."""
     import tempfile
 
-    from ctcx.captcha import train as train_module
+    from ctcx.captcha.train import train as run_training
     from ctcx.captcha.stream import BatchStream
 
     waits = {"next": 0.0, "fill": 0.0}
@@ -187,8 +187,8 @@ def full_steps(overrides: dict, steps: int, device: str) -> Dict[str, float]:
             values.update(overrides)
             config = TrainConfig(**values)
             start = time.perf_counter()
-            train_module.train(config, progress=False, log=lambda _: None,
-                               on_step=lambda step: marks.append(time.perf_counter()))
+            run_training(config, progress=False, log=lambda _: None,
+                         on_step=lambda step: marks.append(time.perf_counter()))
             total = time.perf_counter() - start
     finally:
         BatchStream.next, BatchStream.fill = real_next, real_fill

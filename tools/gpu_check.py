@@ -86,7 +86,8 @@ REQUIRED_MODULES = ["torch", "numpy", "pytest", "pytest_timeout", "setuptools"]
 GPU_TOOLS = ["nvidia-smi", "nvcc", "compute-sanitizer"]
 
 # Step limits in seconds; the whole run also stops at --budget.
-LIMITS = {"env": 60, "build": 240, "tests": 240, "sanitizers": 150, "bench-loss": 120, "bench-decode": 120}
+LIMITS = {"env": 60, "build": 240, "tests": 240, "sanitizers": 150, "bench-loss": 120, "bench-decode": 120,
+          "bench-train": 120}
 SANITIZER_RUN_LIMIT = 45
 
 
