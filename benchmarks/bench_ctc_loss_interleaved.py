@@ -16,12 +16,17 @@ loss vs ctcx.ctc_loss_with_logits). Speedup = native / ctcx at each statistic.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import ctcx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also under PYTHONSAFEPATH
+from bench_ctc_loss import make_inputs  # noqa: E402
 
 
 def quantile(values, q):
@@ -30,11 +35,7 @@ def quantile(values, q):
 
 
 def run_config(T: int, N: int, C: int, L: int, repeats: int) -> None:
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(T, N, C, generator=g)
-    targets = torch.randint(1, C, (N, L), generator=g)
-    il = torch.full((N,), T, dtype=torch.long)
-    tl = torch.full((N,), L, dtype=torch.long)
+    logits, targets, il, tl = make_inputs(T, N, C, L, "cpu")
     lp = logits.log_softmax(-1).detach().requires_grad_()
     x = logits.clone().requires_grad_()
 

@@ -36,18 +36,20 @@ import argparse
 import contextlib
 import copy
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 import ctcx
 from ctcx.captcha.config import TrainConfig
 from ctcx.captcha.model import PRESETS, build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also under PYTHONSAFEPATH
+from bench_ctc_loss import timed  # noqa: E402  (median ms after two warm-up calls; CUDA events on a GPU)
 
 ROOT = Path(__file__).resolve().parent.parent
 OLD_DEFAULT = dict(conv_channels=(16, 48, 96, 128), head="gru", pool_first=False, rnn_hidden=96, rnn_layers=1)
@@ -67,25 +69,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], None], repeats: int, device: str, warmup: int = 2) -> float:
-    """Median seconds of fn() after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 # ---- (a) peaks ----------------------------------------------------------------------------------
 
 def peaks(device: str, repeats: int) -> Dict[str, float]:
@@ -95,7 +78,7 @@ def peaks(device: str, repeats: int) -> Dict[str, float]:
     for dtype in (torch.float32, torch.bfloat16):
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        seconds = timed(lambda: torch.mm(a, b), repeats, device)
+        seconds = timed(lambda: torch.mm(a, b), repeats, device) / 1e3
         out[f"mm {str(dtype).split('.')[1]}"] = 2 * n ** 3 / seconds / 1e9
     conv = torch.nn.Conv2d(96, 128, 3, padding=1, bias=False).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(64, 96, 12, 40, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
@@ -105,7 +88,7 @@ def peaks(device: str, repeats: int) -> Dict[str, float]:
             y = conv(x)
         y.backward(torch.ones_like(y))
     flops = 2 * 64 * 12 * 40 * 128 * 96 * 9 * 3  # forward, input gradient, weight gradient
-    out["conv bf16 fwd+bwd"] = flops / timed(step, repeats, device) / 1e9
+    out["conv bf16 fwd+bwd"] = flops / (timed(step, repeats, device) / 1e3) / 1e9
     return out
 
 
@@ -283,7 +266,9 @@ def main(argv=None) -> None:
                     mode = ("bf16" if dtype else "fp32") + (" compiled" if compiled else " eager")
                     try:
                         step, flops = model_step(config, device, dtype, compiled)
-                        seconds = timed(step, repeats, device, warmup=3 if compiled else 2)
+                        if compiled:
+                            step()  # one warm-up more: the first calls compile
+                        seconds = timed(step, repeats, device) / 1e3
                     except Exception as err:  # torch.compile may be unavailable (no compiler): say so
                         print(f"  {name:<46} {params:>9,} {mode:<14} failed: {type(err).__name__}: "
                               f"{str(err).splitlines()[0][:80]}")

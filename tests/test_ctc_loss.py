@@ -366,11 +366,18 @@ def test_batch_of_one_takes_every_length_form_native_takes(device, lengths):
         ctcx.ctc_loss(torch.cat([lp, lp], 1), torch.cat([targets, targets]), il[0], [3, 3])
 
 
+@pytest.mark.parametrize("lengths", ["random", "equal"])
 @pytest.mark.parametrize("kind", ["log_probs", "logits"])
-def test_one_and_two_threads_give_identical_results(kind):
+def test_one_and_two_threads_give_identical_results(kind, lengths):
     """The CPU kernel splits the batch across threads; every sample's loss and
-    gradient must come out bit for bit the same whatever the thread count."""
-    logits, targets, il, tl = random_case(40, 16, 9, 8, seed=23)
+    gradient must come out bit for bit the same whatever the thread count:
+    with random lengths (single samples) and with the trainer's equal lengths
+    (64 samples of (40, 4): lane groups of 8)."""
+    if lengths == "random":
+        logits, targets, il, tl = random_case(40, 16, 9, 8, seed=23)
+    else:
+        logits, targets, _, _ = random_case(40, 64, 37, 4, seed=23)
+        il, tl = torch.full((64,), 40), torch.full((64,), 4)
     fn = ctcx.ctc_loss if kind == "log_probs" else ctcx.ctc_loss_with_logits
     before = torch.get_num_threads()
     results = []

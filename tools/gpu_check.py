@@ -349,6 +349,11 @@ def bench_lines(text: str) -> List[str]:
     return keep
 
 
+def table_lines(text: str, limit: int = 40) -> List[str]:
+    """bench_train's part headings and table rows (its figures end in % or units, not ratios)."""
+    return ["  " + ln.strip() for ln in text.splitlines() if ln.startswith(("  ", "("))][:limit]
+
+
 def write_summary(r: Run) -> str:
     env_log = read(r.out / "env.log")
     torch_line = next((ln for ln in env_log.splitlines() if ln.startswith("torch ")), "torch: ?")
@@ -360,11 +365,10 @@ def write_summary(r: Run) -> str:
     failures = [ln for ln in read(r.out / "tests.log").splitlines() if ln.startswith(("FAILED", "ERROR"))]
     if failures:
         lines += ["", "test failures:", *failures[:15]]
-    for name, log in (("bench-loss", "bench_ctc_loss.log"), ("bench-decode", "bench_decode.log"),
-                      ("bench-train", "bench_train.log")):
-        text = read(r.out / log)
-        found = bench_lines(text) if name != "bench-train" else \
-            ["  " + ln.strip() for ln in text.splitlines() if ln.startswith(("  ", "("))][:40]
+    for name, log, pick in (("bench-loss", "bench_ctc_loss.log", bench_lines),
+                            ("bench-decode", "bench_decode.log", bench_lines),
+                            ("bench-train", "bench_train.log", table_lines)):
+        found = pick(read(r.out / log))
         if found and not r.dry_run:
             lines += ["", f"{name}:", *found]
     ok = all(s["status"] == "ok" for s in r.steps)

@@ -1,12 +1,7 @@
 #include "vec_math.h"
 
 #include "ctcx/log_math.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CTCX_MULTIVERSION __attribute__((target_clones("avx512f", "arch=haswell", "default")))
-#else
-#define CTCX_MULTIVERSION
-#endif
+#include "multiversion.h"
 
 namespace ctcx {
 namespace {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .config import DECODERS, TrainConfig
+from .curves import can_plot
 from .labels import CHARSETS, parse_length_range
 
 __all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
@@ -249,7 +250,7 @@ def _train(args: argparse.Namespace) -> None:
     if result.evaluations:
         _print_scores("validation", result.config, result.evaluations, result.config.beam_width)
     minutes, seconds = divmod(round(result.seconds), 60)
-    beside = "log.csv and curves.png" if (result.checkpoint.parent / "curves.png").exists() else "log.csv"
+    beside = "log.csv and curves.png" if can_plot() else "log.csv"
     print(f"checkpoint: {result.checkpoint} ({minutes} min {seconds} s); {beside} beside it")
 
 

@@ -181,8 +181,8 @@ class TrainConfig:
                              f"dropout={self.dropout!r}, warmup={self.warmup!r}, val_split={self.val_split!r}")
         if not isinstance(self.pool_first, bool):
             raise ValueError(f"pool_first must be True or False, got {self.pool_first!r}")
-        for name, value, allowed in (("head", self.head, HEADS), ("amp", self.amp, AMP_MODES), ("schedule", self.schedule, SCHEDULES),
-                                     ("device", self.device, _DEVICES)):
+        for name, value, allowed in (("head", self.head, HEADS), ("amp", self.amp, AMP_MODES),
+                                     ("schedule", self.schedule, SCHEDULES), ("device", self.device, _DEVICES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         bad = [d for d in self.decoders if d not in DECODERS]

@@ -535,11 +535,11 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         metrics["val_size"] = greedy.count
     metrics.update(seconds=elapsed_now(), samples=stream.consumed * procs.world)
     checkpoint(complete=True, metrics=metrics)
-    if procs.main and not plots:
-        log(PLOT_MISSING)
-    elif procs.main:
+    if procs.main and plots:
         plot_curves(history, path.with_name("curves.png"),
                     title=f"{config.preset} CRNN, {config.steps} steps of {config.batch_size}")
+    elif procs.main:
+        log(PLOT_MISSING)
     return TrainResult(scored.eval(), config, evaluations, path, elapsed_now(), history)
 
 
