@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ctcx.captcha import CHARSETS, PRESETS, TrainConfig, build_model, count_parameters
-from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, _drawer, draw_captcha
+from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, _drawer, char_weights, draw_captcha, parse_oversample
 from ctcx.captcha.folder import FolderImages, read_folder, split_items
 from ctcx.captcha.images import augment, jitter, output_width, pad_batch, preprocess, to_model_input
 from ctcx.captcha.labels import (decode_label, encode_label, infer_charset, label_from_filename,
@@ -169,6 +169,41 @@ def test_drawing_is_reproducible_and_follows_the_length_range():
     data = DrawnCaptchas(spec, 7, "train", height=32)
     image, label = data[11]
     assert image.shape == (1, 32, 84) and label == label_again and set(label) <= set(DIGITS)
+
+
+def test_oversample_draws_its_groups_more_often_and_only_in_training():
+    charset = CHARSETS["0-9A-Z"]
+    assert parse_oversample("0O:3, 1I:2") == {"0": 3.0, "O": 3.0, "1": 2.0, "I": 2.0}
+    assert parse_oversample("") == {}
+    for bad in ("0O", ":3", "0O:x", "0O:0", "0O:-1", "0O:3,O:2", "0O:nan"):
+        with pytest.raises(ValueError, match="oversample"):
+            parse_oversample(bad)
+    weights = char_weights(charset, "0O:3")
+    assert len(weights) == 36 and weights[0] == weights[charset.index("O")] == 3.0 and sum(weights) == 40
+    # a group counts only when all its characters are in the charset; factor 1 is uniform
+    assert char_weights(DIGITS, "0O:3") == () and char_weights(charset, "0O:1") == ()
+    assert char_weights(DIGITS, "0O:3,12:2") == tuple(2.0 if c in "12" else 1.0 for c in DIGITS)
+    # no weights: the stream drawn before the field existed (labels from rng.choice)
+    spec = DrawSpec(charset, 4, 4)
+    labels = [draw_captcha(spec, 3, "train", i)[1] for i in range(3)]
+    rngs = [random.Random(f"3/train/{i}") for i in range(3)]
+    assert labels == ["".join(r.choice(charset) for _ in range(4)) for r in rngs if r.randint(4, 4)]
+    # weighted: 0 and O each 3/40 of the characters (4000 drawn: 300 expected, sd about 17)
+    heavy = DrawSpec(charset, 4, 4, weights=weights)
+    text = "".join(draw_captcha(heavy, 5, "train", i)[1] for i in range(1000))
+    assert 230 < text.count("0") < 370 and 230 < text.count("O") < 370
+    assert max(text.count(c) for c in charset if c not in "0O") < 170
+    # the trainer: training stream weighted, validation stream uniform; old configs meant uniform
+    config = TrainConfig(eval_size=6, workers=0)
+    assert config.oversample == "0O:3"
+    from ctcx.captcha.train import load_data
+    data = load_data(config, progress=False)
+    assert data.train.spec.weights == weights
+    assert data.val_labels == [draw_captcha(spec, 0, "eval", i)[1] for i in range(6)]
+    old = {k: v for k, v in config.to_dict().items() if k != "oversample"}
+    assert TrainConfig.from_dict(old).oversample == ""
+    with pytest.raises(ValueError, match="oversample"):
+        TrainConfig(oversample="0O:zero")
 
 
 # ---- folders -----------------------------------------------------------------------------------

@@ -105,6 +105,9 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     _option(data, "--augment", action="store_true",
             help="distort training images when they are drawn or read (small affine, blur, noise); "
                  "off by default")
+    _option(data, "--oversample", default=d.oversample, metavar="CHARS:FACTOR[,...]",
+            help="drawn training data: draw these characters FACTOR times as often as the others (groups "
+                 "count when all their characters are in the charset; validation stays uniform); '' = uniform")
     _option(data, "--jitter", type=float, default=d.jitter,
             help="strength of the random affine map given to every training image at every step "
                  "(rotation, slant, scale, shift); 0 = off")
@@ -213,8 +216,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     Raises:
         ValueError: if a value is out of range (from TrainConfig).
     """
-    names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "jitter", "input_height",
-             "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
+    names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "oversample",
+             "jitter", "input_height", "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
              "head", "pool_first", "dropout", "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp", "ema",
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",

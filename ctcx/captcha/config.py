@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from .drawn import parse_oversample
 from .images import output_width
 from .labels import resolve_charset
 from .model import HEADS, PRESETS
@@ -23,7 +24,7 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 SCHEDULES = ("onecycle", "cosine")
 DECODERS = ("greedy", "beam", "constrained")
 _DEVICES = ("auto", "cpu", "cuda")
-_BEFORE_FIELD = {"width_scale": 1.0, "head": "gru", "pool_first": False}
+_BEFORE_FIELD = {"width_scale": 1.0, "head": "gru", "pool_first": False, "oversample": ""}
 """Values that configs written before a field existed meant (older checkpoints lack the key)."""
 
 
@@ -42,7 +43,11 @@ class TrainConfig:
     is a preset name (:data:`~ctcx.captcha.labels.CHARSETS`) or the characters
     themselves; empty means ``0-9A-Z`` for drawn data and "inferred from the
     training labels" for a folder. Labels have ``min_length``..``max_length``
-    characters (drawn data).
+    characters (drawn data). ``oversample`` (drawn training data only; the
+    validation stream stays uniform) draws groups of characters more often
+    than the others: ``"0O:3"``, the default, draws 0 and O three times as
+    often, since telling them apart is most of what a model of the default
+    captchas gets wrong (:func:`~ctcx.captcha.drawn.char_weights`).
 
     Model: ``preset`` picks conv widths, the sequence head (``head``: 1-D
     convs or a bidirectional GRU), its width and depth (``rnn_hidden``,
@@ -75,6 +80,7 @@ class TrainConfig:
     charset: str = ""
     min_length: int = 4
     max_length: int = 4
+    oversample: str = "0O:3"  # CHARS:FACTOR groups drawn more often in training (drawn data), "" = uniform
     image_width: int = 160
     image_height: int = 60
     fonts: Tuple[str, ...] = ()
@@ -169,6 +175,9 @@ class TrainConfig:
                                  f"frames at input height {self.input_height}, too few for labels of "
                                  f"{self.max_length} characters (up to {2 * self.max_length - 1} frames "
                                  f"with repeats): draw wider images or raise input_height")
+        if not isinstance(self.oversample, str):
+            raise ValueError(f"oversample must be a string like '0O:3', got {self.oversample!r}")
+        parse_oversample(self.oversample)
         if not (isinstance(self.jitter, (int, float)) and 0 <= self.jitter <= 4):
             raise ValueError(f"jitter must be a strength in [0, 4] (0 = off), got {self.jitter!r}")
         if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):

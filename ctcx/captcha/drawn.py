@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from .images import augment as augment_image
 from .images import preprocess
 
-__all__ = ["DrawSpec", "draw_captcha", "DrawnCaptchas"]
+__all__ = ["DrawSpec", "draw_captcha", "DrawnCaptchas", "parse_oversample", "char_weights"]
 
 
 class _SeededSecrets:
@@ -48,6 +48,9 @@ class DrawSpec:
 
     ``size`` is (width, height) in pixels of the drawn image; ``fonts`` and
     ``font_sizes`` go to ``captcha.image.ImageCaptcha`` (empty = its defaults).
+    ``weights``: how often each character of ``charset`` is drawn, relative
+    to the others (empty = all equally often, the stream drawn before the field
+    existed, bit for bit); see :func:`char_weights`.
     """
 
     charset: str
@@ -56,13 +59,57 @@ class DrawSpec:
     size: Tuple[int, int] = (160, 60)
     fonts: Tuple[str, ...] = field(default_factory=tuple)
     font_sizes: Tuple[int, ...] = field(default_factory=tuple)
+    weights: Tuple[float, ...] = field(default_factory=tuple)
+
+
+def parse_oversample(text: str) -> Dict[str, float]:
+    """``"0O:3,1I:2"`` -> ``{"0": 3.0, "O": 3.0, "1": 2.0, "I": 2.0}``: groups of
+    characters drawn ``factor`` times as often as the others.
+
+    Raises:
+        ValueError: for a group without ``:``, no characters, a factor that is
+            not a number in (0, 100], or a character in two groups.
+    """
+    out: Dict[str, float] = {}
+    for group in filter(None, (g.strip() for g in text.split(","))):
+        chars, sep, factor = group.rpartition(":")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not sep or not chars or not 0 < value <= 100:
+            raise ValueError(f"oversample: {group!r} must be CHARACTERS:FACTOR with a factor in (0, 100], "
+                             f"for example '0O:3'")
+        for c in chars:
+            if c in out:
+                raise ValueError(f"oversample: {c!r} is in two groups of {text!r}")
+            out[c] = value
+    return out
+
+
+def char_weights(charset: str, oversample: str) -> Tuple[float, ...]:
+    """Per-character draw weights of ``charset`` for :class:`DrawSpec` (empty = uniform).
+
+    A group of :func:`parse_oversample` counts only when all its characters
+    are in ``charset`` (the default ``"0O:3"`` does nothing for digits alone,
+    where raising ``0`` would only skew the prior).
+    """
+    weights = {}
+    for group in filter(None, (g.strip() for g in oversample.split(","))):
+        chars = parse_oversample(group)
+        if all(c in charset for c in chars):
+            weights.update(chars)
+    if not weights or all(v == 1 for v in weights.values()):
+        return ()
+    return tuple(weights.get(c, 1.0) for c in charset)
 
 
 _drawers: dict = {}
 
 
 def _drawer(spec: DrawSpec):
-    drawer = _drawers.get(spec)
+    key = (spec.size, spec.fonts, spec.font_sizes)  # what the drawer depends on
+    drawer = _drawers.get(key)
     if drawer is None:
         import captcha.image  # imported here: worker processes need it, importers of ctcx may not
 
@@ -70,7 +117,7 @@ def _drawer(spec: DrawSpec):
         drawer = captcha.image.ImageCaptcha(width=spec.size[0], height=spec.size[1],
                                             fonts=list(spec.fonts) or None,
                                             font_sizes=tuple(spec.font_sizes) or None)
-        _drawers[spec] = drawer
+        _drawers[key] = drawer
     return drawer
 
 
@@ -82,7 +129,10 @@ def draw_captcha(spec: DrawSpec, seed: int, stream: str, index: int):
     """
     rng = random.Random(f"{seed}/{stream}/{index}")
     length = rng.randint(spec.min_length, spec.max_length)
-    label = "".join(rng.choice(spec.charset) for _ in range(length))
+    if spec.weights:
+        label = "".join(rng.choices(spec.charset, spec.weights, k=length))
+    else:
+        label = "".join(rng.choice(spec.charset) for _ in range(length))
     drawer = _drawer(spec)
     _SHIM.rng = rng
     return drawer.generate_image(label), label

@@ -34,7 +34,7 @@ import ctcx
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .curves import PLOT_MISSING, can_plot, plot_curves, write_csv
-from .drawn import DrawnCaptchas, DrawSpec
+from .drawn import DrawnCaptchas, DrawSpec, char_weights
 from .evaluate import EvalResult, evaluate
 from .folder import FolderImages, read_folder, split_items
 from .images import jitter, to_model_input
@@ -109,8 +109,9 @@ def load_data(config: TrainConfig, validation: bool = True, progress: bool = Tru
     """Build the training dataset and read the validation set that ``config`` describes.
 
     Drawn data: training samples come from the ``"train"`` stream of
-    :class:`~ctcx.captcha.drawn.DrawnCaptchas`, ``eval_size`` validation
-    samples from the separate ``"eval"`` stream. A folder: ``val_dir``, or a
+    :class:`~ctcx.captcha.drawn.DrawnCaptchas` (characters weighted by
+    ``oversample``), ``eval_size`` validation samples from the separate
+    ``"eval"`` stream (characters uniform, as in the test sets). A folder: ``val_dir``, or a
     seeded ``val_split`` of ``data_dir``; the charset is inferred from the
     training labels unless given, training labels with other characters are
     left out, and validation labels with unknown characters are kept (they
@@ -124,7 +125,8 @@ def load_data(config: TrainConfig, validation: bool = True, progress: bool = Tru
     if config.drawn:
         spec = DrawSpec(config.charset, config.min_length, config.max_length,
                         (config.image_width, config.image_height), config.fonts, config.font_sizes)
-        train_set = DrawnCaptchas(spec, config.seed, "train", augment=config.augment, **size)
+        weighted = dataclasses.replace(spec, weights=char_weights(config.charset, config.oversample))
+        train_set = DrawnCaptchas(weighted, config.seed, "train", augment=config.augment, **size)
         images, labels = [], []
         if validation and config.eval_size:
             images, labels = _read_all(DrawnCaptchas(spec, config.seed, "eval", **size), config.eval_size,
