@@ -31,6 +31,17 @@ TORCH_LIBRARY(ctcx, m) {
       "ctc_loss_with_logits(Tensor logits, Tensor targets, Tensor input_lengths, "
       "Tensor target_lengths, int blank, bool zero_infinity, "
       "Tensor? grad_weights) -> (Tensor, Tensor)");
+  // The CPU loss of either form with its reduction, as one C++ autograd node
+  // (csrc/cpu/ctc_loss_folded_cpu.cpp), for plain eager calls that need a
+  // gradient: runs ctc_loss (logits=False) or ctc_loss_with_logits with the
+  // reduction's weights w as grad_weights (1 / (N max(target_length, 1)) for
+  // reduction 1, 'mean'; else 1) and returns the losses (reduction 0, 'none'),
+  // their dot product with w (1) or their sum (2, 'sum'); backward hands the
+  // folded gradient over. name ("ctcx.ctc_loss", ...) names the caller in errors.
+  m.def(
+      "ctc_loss_folded(Tensor input, Tensor targets, Tensor input_lengths, "
+      "Tensor target_lengths, int blank, bool zero_infinity, int reduction, bool logits, "
+      "str name) -> Tensor");
   // Best-path decoding: the argmax of every frame, repeats merged, blanks
   // dropped. log_probs (T, N, C) floating with stride(2) == 1 (any scores:
   // only the argmax matters); input_lengths (N,) int64. Returns tokens (N, T)

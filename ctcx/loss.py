@@ -14,7 +14,7 @@ import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.ctcx.ctc_loss)
 from ._validate import check_device_values
-from .ops import DOUBLE_BACKWARD_MESSAGE, _plain_eager
+from .ops import _plain_eager
 
 __all__ = ["ctc_loss", "CTCLoss", "ctc_loss_with_logits", "CTCLossWithLogits"]
 
@@ -77,41 +77,7 @@ def _lengths_tensor(fn: str, name: str, value: Lengths, n: int, batched: bool,
     return _to_device(fn, name, t.reshape(n).to(dtype=torch.long), device)
 
 
-class _FoldedCPULoss(torch.autograd.Function):
-    """The fused op and the reduction as one autograd node, for plain eager CPU calls.
-
-    The same computation as the op's registered autograd formula (ctcx/ops.py)
-    followed by ``(loss * weights).sum()``, without torch.library's generic
-    wrapper and the reduction's two nodes: at the trainer's sizes (T, N, C, L)
-    = (32, 64, 37, 5) that saves about 50 of 270 microseconds a call (forward
-    and backward, one thread, 2026-12-07).
-    Eager CPU only, where backward may read the incoming gradient's value:
-    when it is 1 (or the weights of reduction='none', all ones), the
-    gradient the op computed is returned untouched.
-    """
-
-    @staticmethod
-    def forward(ctx, x, op, targets, il, tl, blank, zero_infinity, weights, reduction, name):
-        with torch._C._AutoDispatchBelowAutograd():
-            loss, grad = op(x, targets, il, tl, blank, zero_infinity, weights)
-        ctx.save_for_backward(grad)
-        ctx.name = name
-        if reduction == "none":
-            return loss
-        return (loss * weights).sum() if reduction == "mean" else loss.sum()
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        # Grad mode is on in backward exactly under create_graph=True (see ctcx/ops.py).
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            raise RuntimeError(DOUBLE_BACKWARD_MESSAGE.format(op=ctx.name))
-        (grad,) = ctx.saved_tensors
-        if grad_out.dim() == 0:
-            if not (_plain_eager(grad_out) and grad_out.item() == 1):
-                grad = grad * grad_out.to(grad.dtype)
-        elif not (_plain_eager(grad_out) and bool((grad_out == 1).all())):
-            grad = grad * grad_out.to(grad.dtype).view(1, -1, 1)
-        return grad, None, None, None, None, None, None, None, None, None
+_REDUCTION_CODES = {"none": 0, "mean": 1, "sum": 2}  # ctcx::ctc_loss_folded's reduction argument
 
 
 def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,
@@ -163,29 +129,34 @@ def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengt
 
     if x.stride(2) != 1:
         x = x.contiguous()
+    # CUDA: values are checked here (the op never syncs); the CPU op checks them in C++.
+    check_device_values(fn, x, targets, il, tl, blank, validate)
+    # On the CPU the gradient is computed in the forward pass with the
+    # reduction's per-sample weights folded in, and loss.backward() hands it
+    # over untouched: for plain eager calls one C++ autograd node does all
+    # that and the reduction (csrc/cpu/ctc_loss_folded_cpu.cpp); under
+    # torch.compile, tensor subclasses or functorch, ctcx/ops.py's autograd
+    # formula checks that the incoming gradient is the weights. On CUDA that
+    # check would read device values, so the forward computes the loss only
+    # and backward runs the fused op once with the incoming gradient as the
+    # weights: one (T, N, C) gradient written once, no host sync, nothing
+    # held in between.
+    fold = torch.is_grad_enabled() and x.requires_grad and x.device.type == "cpu"
+    if fold and _plain_eager(x, targets, il, tl):
+        loss = torch.ops.ctcx.ctc_loss_folded.default(
+            x, targets, il, tl, blank, bool(zero_infinity), _REDUCTION_CODES[reduction],
+            op is torch.ops.ctcx.ctc_loss_with_logits, fn)
+        return loss if batched or reduction != "none" else loss.squeeze(0)
     loss_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    # Per-sample weights of the reduction, folded into the fused gradient.
+    # Per-sample weights of the reduction (those of ctc_loss_folded).
     if reduction == "mean":
         weights = (tl.clamp_min(1) * N).to(loss_dtype).reciprocal_()
     else:
         weights = torch.ones(N, dtype=loss_dtype, device=x.device)
-    # CUDA: values are checked here (the op never syncs); the CPU op checks them in C++.
-    check_device_values(fn, x, targets, il, tl, blank, validate)
-    # On the CPU the gradient is computed in the forward pass, weights folded
-    # in, and loss.backward() returns it untouched (ctcx/ops.py checks for free
-    # that the incoming gradient is these weights). On CUDA that check would
-    # read device values, so the forward computes the loss only and backward
-    # runs the fused op once with the incoming gradient as the weights: one
-    # (T, N, C) gradient written once, no host sync, nothing held in between.
-    fold = torch.is_grad_enabled() and x.requires_grad and x.device.type == "cpu"
-    if fold and _plain_eager(x, targets, il, tl):
-        loss = _FoldedCPULoss.apply(x, op.default, targets, il, tl, blank, bool(zero_infinity),
-                                    weights, reduction, fn)
-        return loss if batched or reduction != "none" else loss.squeeze(0)
     loss, _ = op(x, targets, il, tl, blank, bool(zero_infinity), weights if fold else None)
     if reduction == "none":
         return loss if batched else loss.squeeze(0)
-    return (loss * weights).sum()
+    return torch.dot(loss, weights) if reduction == "mean" else loss.sum()  # as ctc_loss_folded
 
 
 def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths,

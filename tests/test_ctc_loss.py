@@ -417,7 +417,7 @@ def test_loss_only_call_differentiates_by_a_second_fused_call(op):
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("batched", [True, False])
 def test_eager_cpu_node_matches_the_registered_autograd(fn, dtype, reduction, batched):
-    """Plain CPU tensors take one autograd node (ctcx/loss.py, _FoldedCPULoss);
+    """Plain CPU tensors take one C++ autograd node (ctcx::ctc_loss_folded);
     a Parameter (not a plain tensor) takes the op's registered autograd formula
     and the reduction's ops. Same losses and gradients, for an incoming
     gradient of one and for any other."""
@@ -438,3 +438,45 @@ def test_eager_cpu_node_matches_the_registered_autograd(fn, dtype, reduction, ba
     (a, a1, a2), (b, b1, b2) = results
     assert torch.equal(a, b) and torch.equal(a1, b1)
     torch.testing.assert_close(a2, b2, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [ctcx.ctc_loss, ctcx.ctc_loss_with_logits], ids=["log_probs", "logits"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_eager_cpu_backward_hands_the_gradient_over(fn, reduction):
+    """The promise of README's "Loss internals": a plain eager CPU call's
+    loss.backward() hands the fused gradient to .grad untouched: no op of
+    backward reads or writes a (T, N, C) tensor (no copy, no scaling; only
+    the incoming gradient's few values are read), and it is the true one."""
+    from torch.profiler import profile
+
+    logits, targets, il, tl = random_case(20, 16, 7, 5, seed=41)
+    x = (logits if fn is ctcx.ctc_loss_with_logits else logits.log_softmax(-1)).detach().requires_grad_()
+    out = fn(x, targets, il, tl, reduction=reduction)
+    def touched(grad_out):  # the aten ops of a backward that read a (T, N, C) tensor, views aside
+        with profile(record_shapes=True) as prof:
+            torch.autograd.grad(out, x, grad_out, retain_graph=True)
+        return {e.key for e in prof.key_averages(group_by_input_shape=True)
+                if e.key.startswith("aten::") and e.key not in ("aten::detach", "aten::as_strided")
+                and any(list(shape) == list(x.shape) for shape in e.input_shapes)}
+
+    assert "aten::mul" in touched(2 * torch.ones_like(out))  # scaling by 2 must show
+    out = fn(x, targets, il, tl, reduction=reduction)
+    with profile(record_shapes=True) as prof:
+        out.backward(torch.ones_like(out))
+    ran = {e.key for e in prof.key_averages(group_by_input_shape=True)
+           if e.key.startswith("aten::") and e.key not in ("aten::detach", "aten::as_strided")
+           and any(list(shape) == list(x.shape) for shape in e.input_shapes)}
+    assert not ran, f"ops that read or wrote the (T, N, C) gradient in backward: {ran}"
+    x64 = logits.double().requires_grad_()
+    ref = F.ctc_loss(x64.log_softmax(-1), targets, il, tl, reduction=reduction)
+    (g_ref,) = torch.autograd.grad(ref, x64, torch.ones_like(ref))  # with respect to the logits
+    g = x.grad.double()
+    if fn is ctcx.ctc_loss:  # chain rule through log_softmax: from log_probs to logits
+        g = g - logits.double().softmax(-1) * g.sum(-1, keepdim=True)
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+    # a second backward through a retained graph recomputes the same gradient
+    x.grad = None
+    again = fn(x, targets, il, tl, reduction=reduction)
+    (g1,) = torch.autograd.grad(again, x, torch.ones_like(again), retain_graph=True)
+    (g2,) = torch.autograd.grad(again, x, torch.ones_like(again))
+    assert torch.equal(g1, g2)
