@@ -37,11 +37,10 @@ TORCH_LIBRARY(ctcx, m) {
   // reduction's weights w as grad_weights (1 / (N max(target_length, 1)) for
   // reduction 1, 'mean'; else 1) and returns the losses (reduction 0, 'none'),
   // their dot product with w (1) or their sum (2, 'sum'); backward hands the
-  // folded gradient over. name ("ctcx.ctc_loss", ...) names the caller in errors.
+  // folded gradient over. Errors name ctcx.ctc_loss or ctcx.ctc_loss_with_logits.
   m.def(
       "ctc_loss_folded(Tensor input, Tensor targets, Tensor input_lengths, "
-      "Tensor target_lengths, int blank, bool zero_infinity, int reduction, bool logits, "
-      "str name) -> Tensor");
+      "Tensor target_lengths, int blank, bool zero_infinity, int reduction, bool logits) -> Tensor");
   // Best-path decoding: the argmax of every frame, repeats merged, blanks
   // dropped. log_probs (T, N, C) floating with stride(2) == 1 (any scores:
   // only the argmax matters); input_lengths (N,) int64. Returns tokens (N, T)

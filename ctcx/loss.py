@@ -145,7 +145,7 @@ def _fused_loss(op, x: torch.Tensor, targets: torch.Tensor, input_lengths: Lengt
     if fold and _plain_eager(x, targets, il, tl):
         loss = torch.ops.ctcx.ctc_loss_folded.default(
             x, targets, il, tl, blank, bool(zero_infinity), _REDUCTION_CODES[reduction],
-            op is torch.ops.ctcx.ctc_loss_with_logits, fn)
+            op is torch.ops.ctcx.ctc_loss_with_logits)
         return loss if batched or reduction != "none" else loss.squeeze(0)
     loss_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     # Per-sample weights of the reduction (those of ctc_loss_folded).

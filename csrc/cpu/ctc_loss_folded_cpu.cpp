@@ -25,7 +25,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <string>
 #include <tuple>
 
 namespace ctcx {
@@ -71,14 +70,13 @@ struct FoldedLoss : public torch::autograd::Function<FoldedLoss> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& targets,
                             const at::Tensor& il, const at::Tensor& tl, int64_t blank,
                             bool zero_infinity, const at::Tensor& weights, int64_t reduction,
-                            bool logits, const std::string& name) {
+                            bool logits) {
     auto [loss, grad] = run_fused(logits, input, targets, il, tl, blank, zero_infinity, weights);
     ctx->save_for_backward({input, targets, il, tl, weights});
     ctx->saved_data["grad"] = grad;
     ctx->saved_data["blank"] = blank;
     ctx->saved_data["zero_infinity"] = zero_infinity;
     ctx->saved_data["logits"] = logits;
-    ctx->saved_data["name"] = name;
     if (reduction == kNone) {
       return loss;
     }
@@ -88,7 +86,8 @@ struct FoldedLoss : public torch::autograd::Function<FoldedLoss> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     // Grad mode is on in backward exactly under create_graph=True; the gradient
     // below has no derivative of its own (the message is ctcx/ops.py's).
-    TORCH_CHECK(!at::GradMode::is_enabled(), ctx->saved_data["name"].toStringRef(),
+    const bool logits = ctx->saved_data["logits"].toBool();
+    TORCH_CHECK(!at::GradMode::is_enabled(), logits ? "ctcx.ctc_loss_with_logits" : "ctcx.ctc_loss",
                 ": the CTC loss can be differentiated once, not twice: its gradient is "
                 "computed by the fused kernel, which has no derivative itself, so double "
                 "backward (create_graph=True, e.g. a Hessian-vector product or a gradient "
@@ -98,7 +97,7 @@ struct FoldedLoss : public torch::autograd::Function<FoldedLoss> {
     ctx->saved_data["grad"] = at::Tensor();  // hand it over: .grad takes it without a copy
     if (!grad.defined()) {                    // a second backward through a retained graph
       auto saved = ctx->get_saved_variables();
-      grad = std::get<1>(run_fused(ctx->saved_data["logits"].toBool(), saved[0], saved[1], saved[2],
+      grad = std::get<1>(run_fused(logits, saved[0], saved[1], saved[2],
                                    saved[3], ctx->saved_data["blank"].toInt(),
                                    ctx->saved_data["zero_infinity"].toBool(), saved[4]));
     }
@@ -147,14 +146,13 @@ at::Tensor reduction_weights(const at::Tensor& input, const at::Tensor& target_l
 
 at::Tensor ctc_loss_folded(const at::Tensor& input, const at::Tensor& targets,
                            const at::Tensor& input_lengths, const at::Tensor& target_lengths,
-                           int64_t blank, bool zero_infinity, int64_t reduction, bool logits,
-                           c10::string_view name) {
+                           int64_t blank, bool zero_infinity, int64_t reduction, bool logits) {
   TORCH_CHECK(reduction == kNone || reduction == kMean || reduction == kSum,
               "ctc_loss_folded: reduction must be 0 (none), 1 (mean) or 2 (sum), got ", reduction);
   TORCH_CHECK(input.dim() == 3, "ctc_loss_folded: input must be (T, N, C)");
   at::Tensor weights = reduction_weights(input, target_lengths, reduction);
   return FoldedLoss::apply(input, targets, input_lengths, target_lengths, blank, zero_infinity,
-                           weights, reduction, logits, std::string(name));
+                           weights, reduction, logits);
 }
 
 }  // namespace
