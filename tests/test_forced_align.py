@@ -181,3 +181,17 @@ def test_aligned_spans_cover_the_target_in_order():
     for n, spans in enumerate(ctcx.merge_tokens(labels, scores)):
         assert [s.token for s in spans] == targets[n, : tl[n]].tolist()
         assert all(a.end <= b.start for a, b in zip(spans, spans[1:])) and all(0 < s.score <= 1 for s in spans)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and ctcx.cuda_available()), reason="needs a GPU and ctcx's CUDA kernels")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_gives_the_cpu_path_bit_for_bit(dtype):
+    lp, targets, il, tl = random_batch(60, 33, 9, 12, seed=12, integer=dtype == torch.float64)
+    lp = lp.to(dtype)
+    cpu = ctcx.forced_align(lp, targets, il, tl, allow_impossible=True)
+    gpu = ctcx.forced_align(lp.cuda(), targets.cuda(), il, tl, allow_impossible=True)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+    long_lp, long_targets, long_il, long_tl = random_batch(2000, 4, 40, 300, seed=13)
+    cpu = ctcx.forced_align(long_lp.float(), long_targets, long_il, long_tl)
+    gpu = ctcx.forced_align(long_lp.float().cuda(), long_targets.cuda(), long_il, long_tl)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
