@@ -108,7 +108,8 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
     is returned (frames "a - -" rather than "- a -" or "- - a" for target
     [a] over three equal frames). The rule is the same on every device, for
     every batch composition and thread count. Scores accumulate in float32
-    (float64 for float64 input), one addition per frame in frame order.
+    (float64 for float64 input), one addition per frame in frame order. A NaN
+    log-probability loses every comparison, so a path avoids it where it can.
 
     Memory: the CPU keeps, per sample in progress (one per thread), its
     backpointers, ``input_length * ceil((2 L + 1) / 4)`` bytes (2 bits per

@@ -1,8 +1,8 @@
 // CUDA glue of forced alignment: layout checks, device guard, stream, outputs
 // and workspace, then the kernel through a plain parameter struct
 // (forced_align_cuda.h). Nothing here reads tensor values on the host; value
-// checks are ctcx/align.py's job on CUDA, and the kernel clamps lengths and
-// turns out-of-range labels into a NaN path, memory-safe without them.
+// checks are ctcx/align.py's job on CUDA; the kernel clamps lengths and finds
+// no alignment for out-of-range labels, memory-safe without them.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>

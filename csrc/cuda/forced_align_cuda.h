@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "ctc_loss_cuda.h"  // AccType
+#include "ctcx/log_math.h"  // CTCX_HOST_DEVICE
 
 namespace ctcx {
 namespace cuda {
@@ -37,7 +38,7 @@ struct ForcedAlignParams {
 };
 
 // Words of one bit plane of one frame.
-inline int64_t forced_align_plane_words(int64_t S) { return (2 * S + 1 + 31) / 32; }
+CTCX_HOST_DEVICE int64_t forced_align_plane_words(int64_t S) { return (2 * S + 1 + 31) / 32; }
 
 template <typename scalar_t>
 size_t forced_align_workspace_bytes(const ForcedAlignParams<scalar_t>& p) {

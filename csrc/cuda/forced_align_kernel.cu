@@ -4,8 +4,9 @@
 // bit planes with warp ballots (2 bits per state), and its first thread traces
 // the path back. The comparisons, tie rule and additions are those of the CPU
 // op (csrc/cpu/forced_align_cpu.cpp), so both return the same path bit for bit.
-// Lengths are clamped and labels outside [0, C) give a NaN path, so unchecked
-// values stay memory-safe.
+// Lengths are clamped and a label outside [0, C) scores NaN, which no
+// comparison prefers, so such a sample has no finite path: unchecked values
+// stay memory-safe.
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <cuda_runtime.h>
@@ -36,7 +37,7 @@ struct Sample {
   int64_t L, C, blank, stride_t;
 
   // The class of extended state s and its log-probability at frame t (NaN
-  // for a label outside [0, C), read nowhere).
+  // for a label outside [0, C), which is then read nowhere).
   __device__ int64_t ext(int64_t s) const { return (s & 1) ? target[s >> 1] : blank; }
   __device__ acc_t value(int64_t t, int64_t s) const {
     const int64_t c = ext(s);
