@@ -60,6 +60,18 @@ TORCH_LIBRARY(ctcx, m) {
       "ctc_beam_search(Tensor log_probs, Tensor input_lengths, int beam_width, int top_k, "
       "int blank, int min_length, int max_length, Tensor? allowed_tokens, "
       "float? blank_skip_threshold) -> (Tensor, Tensor, Tensor, Tensor)");
+  // CTC forced alignment (Viterbi; Graves et al. 2006's recursion with max
+  // for sum), prepared by ctcx/align.py: log_probs (T, N, C) floating with
+  // stride(2) == 1, targets (N, S) int64 padded, input_lengths and
+  // target_lengths (N,) int64. Returns (labels (N, T) int64: the class of
+  // every frame on the most probable alignment, blank past input_lengths and
+  // for samples without one; scores (N, T) in log_probs' dtype: log_probs of
+  // those classes, 0 where labels is padding; path_scores (N,) the path's
+  // log-probability in the op math type, -inf (or NaN) where no alignment has
+  // a finite one). Ties: see ctcx/align.py.
+  m.def(
+      "ctc_forced_align(Tensor log_probs, Tensor targets, Tensor input_lengths, "
+      "Tensor target_lengths, int blank) -> (Tensor, Tensor, Tensor)");
 }
 
 // The extension is loaded as a Python module only to run the registrations

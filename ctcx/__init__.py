@@ -7,8 +7,11 @@
 - :func:`greedy_decode`: best-path decoding.
 - :func:`beam_search`: batched prefix beam search with top-k, timesteps and
   output constraints; :func:`decode_strings` maps its tokens to strings.
+- :func:`forced_align`: the most probable alignment of known targets (Viterbi);
+  :func:`merge_tokens` turns it into :class:`TokenSpan` s.
 - :func:`cuda_available`: whether the CUDA kernels were compiled in.
 """
+from .align import TokenSpan, forced_align, merge_tokens
 from .beam_search import BeamSearchResult, beam_search, decode_strings
 from .decode import greedy_decode
 from .loss import CTCLoss, CTCLossWithLogits, ctc_loss, ctc_loss_with_logits
@@ -16,4 +19,5 @@ from .ops import cuda_available
 
 __version__ = "0.1.0"
 __all__ = ["ctc_loss", "CTCLoss", "ctc_loss_with_logits", "CTCLossWithLogits", "greedy_decode", "beam_search",
-           "BeamSearchResult", "decode_strings", "cuda_available", "__version__"]
+           "BeamSearchResult", "decode_strings", "forced_align", "merge_tokens", "TokenSpan", "cuda_available",
+           "__version__"]

@@ -144,3 +144,69 @@ def prefix_beam_search_reference(log_probs: torch.Tensor, beam_width: int, blank
         beam = {y: beam[y] for y in best}
     return sorted(((y, _logsumexp([pb, pnb]), times) for y, (pb, pnb, times) in beam.items()),
                   key=lambda h: -h[1])
+
+
+def _extended(target: Sequence[int], blank: int) -> List[int]:
+    ext = [blank]
+    for c in target:
+        ext += [int(c), blank]
+    return ext
+
+
+def forced_align_reference(log_probs: torch.Tensor, target: Sequence[int], blank: int = 0):
+    """The most probable CTC alignment of ``target`` by the Viterbi recursion
+    (Graves et al. 2006's forward recursion with max for sum), float64, with
+    ctcx's tie rule: among equal predecessors the one that advanced least
+    (stay, then one state, then two), and at the last frame the final blank
+    before the last label.
+
+    log_probs: (T, C) of one sample (its valid frames). Returns (path, score):
+    the class of every frame and the path's log-probability, or (None, -inf)
+    when no alignment has a finite log-probability.
+    """
+    lp = log_probs.double().tolist()
+    ext = _extended(target, blank)
+    S, T = len(ext), len(lp)
+    if T == 0:
+        return ([], 0.0) if not target else (None, NEG_INF)
+    alpha = [NEG_INF] * S
+    alpha[0] = lp[0][ext[0]]
+    if S > 1:
+        alpha[1] = lp[0][ext[1]]
+    choices = []
+    for t in range(1, T):
+        new, step = [], []
+        for s in range(S):
+            best, move = alpha[s], 0
+            if s >= 1 and alpha[s - 1] > best:
+                best, move = alpha[s - 1], 1
+            if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2] and alpha[s - 2] > best:
+                best, move = alpha[s - 2], 2
+            new.append(best + lp[t][ext[s]])
+            step.append(move)
+        alpha = new
+        choices.append(step)
+    s = S - 1
+    if S > 1 and alpha[S - 2] > alpha[S - 1]:
+        s = S - 2
+    if alpha[s] == NEG_INF:
+        return None, NEG_INF
+    score = alpha[s]
+    path = [0] * T
+    for t in range(T - 1, -1, -1):
+        path[t] = ext[s]
+        if t:
+            s -= choices[t - 1][s]
+    return path, score
+
+
+def forced_align_brute_force(log_probs: torch.Tensor, target: Sequence[int], blank: int = 0):
+    """Every valid CTC alignment of ``target`` (a path of T classes that
+    collapses to it) with its log-probability, best first, by enumerating all
+    C**T paths (tiny T and C only). Returns [(path tuple, log-probability)]."""
+    lp = log_probs.double().tolist()
+    T, C = len(lp), log_probs.shape[1]
+    target = [int(c) for c in target]
+    out = [(path, sum(lp[t][c] for t, c in enumerate(path)))
+           for path in itertools.product(range(C), repeat=T) if collapse(path, blank) == target]
+    return sorted(out, key=lambda p: -p[1])

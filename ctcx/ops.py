@@ -123,3 +123,12 @@ def _ctc_beam_search_fake(log_probs, input_lengths, beam_width, top_k, blank, mi
     lengths = log_probs.new_empty((N, top_k), dtype=torch.long)
     scores = log_probs.new_empty((N, top_k), dtype=score_dtype)
     return tokens, lengths, scores, torch.empty_like(tokens)
+
+
+@torch.library.register_fake("ctcx::ctc_forced_align")
+def _ctc_forced_align_fake(log_probs, targets, input_lengths, target_lengths, blank):
+    torch._check(log_probs.dim() == 3, lambda: "log_probs must be (T, N, C)")
+    T, N, _ = log_probs.shape
+    score_dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32
+    return (log_probs.new_empty((N, T), dtype=torch.long), log_probs.new_empty((N, T)),
+            log_probs.new_empty((N,), dtype=score_dtype))

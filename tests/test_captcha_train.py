@@ -15,7 +15,7 @@ import torch
 from ctcx.captcha import TrainConfig, evaluate, load_checkpoint, predict, read_checkpoint, train
 from ctcx.captcha.cli import build_parser, config_from_args, main
 from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, draw_captcha
-from ctcx.captcha.evaluate import _greedy
+from ctcx.captcha.evaluate import _greedy, _locate
 from ctcx.captcha.folder import read_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,6 +248,9 @@ def test_greedy_reading_and_character_probabilities():
     assert reading.text == "aab"
     assert reading.char_probs == pytest.approx([0.8, 0.7, 0.6])
     assert reading.confidence == pytest.approx(0.8 * 0.6 * 0.9 * 0.7 * 0.6)
+    # where the characters sit: the best alignment of "aab" is a a - a b, 4 columns a frame
+    _locate(frames, [reading], charset)
+    assert reading.char_columns == [(0, 8), (12, 16), (16, 20)]
 
 
 def test_predict_gives_each_image_the_same_reading_alone_or_in_a_mixed_batch(trained):
@@ -262,6 +265,11 @@ def test_predict_gives_each_image_the_same_reading_alone_or_in_a_mixed_batch(tra
         assert len(p.char_probs) == len(p.text) and all(0 < q <= 1 for q in p.char_probs)
     beams = predict(trained.model, images, config.charset, "beam")
     assert all(0 < p.confidence <= 1 and len(p.char_probs) == len(p.text) for p in beams)
+    for p, image in zip(together + beams, images + images):  # characters in order, inside the image
+        assert len(p.char_columns) == len(p.text)
+        bounds = [b for span in p.char_columns for b in span]
+        assert bounds == sorted(bounds) and 0 <= bounds[0] and bounds[-1] <= image.shape[-1] if bounds else True
+    assert [p.char_columns for p in together] == [p.char_columns for p in alone]
 
 
 # ---- ONNX --------------------------------------------------------------------------------------
@@ -305,7 +313,11 @@ def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys, monkeypa
     assert out.count("12 images") == 3 and "ignoring case" in out and "beam 10, length 1-2" in out
     assert main(["predict", str(folder), "-c", checkpoint, "-o", str(tmp_path / "p.tsv")]) == 0
     rows = (tmp_path / "p.tsv").read_text().splitlines()
-    assert rows[0] == "path\tlabel\tconfidence\tchar_probs" and len(rows) == 13
+    assert rows[0] == "path\tlabel\tconfidence\tchar_probs\tchar_columns" and len(rows) == 13
+    for row in rows[1:]:  # one start-end pair of the image's own columns per character
+        _, label, _, _, columns = row.split("\t")
+        pairs = [tuple(map(int, c.split("-"))) for c in columns.split()]
+        assert len(pairs) == len(label) and all(0 <= a < b <= 64 for a, b in pairs)
     # onnxruntime is a pinned dependency (requirements.txt): the check always runs
     assert main(["export", "-c", checkpoint, "-o", str(tmp_path / "m.onnx"), "--check-dir", str(folder)]) == 0
     assert "onnxruntime matches torch on 12 images" in capsys.readouterr().out

@@ -13,8 +13,10 @@ and concatenated targets; contiguous, batch-first and padded-row strides;
 multi-warp blocks up to 512 threads; edge, infeasible and bad-value samples),
 greedy decoding and the beam search (small and large beams, scratch in shared
 and in global memory, opt-in shared memory, many token-list chunks,
-constraints, blank skipping). Losses and gradients must agree with the CPU op
-within the CUDA tolerances, decodes exactly; the sanitizers must stay silent.
+constraints, blank skipping), forced alignment (every dtype, ties, a
+601-state target over three rounds of threads, unchecked values). Losses
+and gradients must agree with the CPU op
+within the CUDA tolerances, decodes and alignments exactly; the sanitizers must stay silent.
 
 No GPU is needed, and none is used: this proves the kernels' logic and
 synchronization, not their speed or the GPU's memory model.
@@ -328,7 +330,7 @@ def greedy_cases():
     return cases
 
 
-def common_write(root, case, extra):
+def common_write(root, case, extra, more_arrays=None):
     x = case["x"]
     T, N, C = x.shape
     storage, view = laid_out(x, case["strides"])
@@ -338,6 +340,7 @@ def common_write(root, case, extra):
     arrays = {"input": storage, "input_lengths": torch.tensor(case["il"])}
     if case.get("allowed") is not None:
         arrays["allowed"] = case["allowed"].to(torch.uint8)
+    arrays.update(more_arrays or {})
     return write_case(root, case["name"], spec, arrays)
 
 
@@ -385,7 +388,43 @@ def beam_write(root, case):
         "max_shared_bytes": case["max_shared_bytes"], "token_list_budget": case["token_list_budget"]})
 
 
-ALL_CASES = {"loss": loss_cases(), "greedy": greedy_cases(), "beam": beam_cases()}
+def align_case(name, *, dtype="f32", T=14, N=5, C=6, S=4, il=None, tl=None, blank=0, strides="contiguous",
+               seed=0, ties=False, bad_label=False, tsan=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, N, C, generator=g, dtype=torch.float64).log_softmax(-1)
+    if ties:
+        x = torch.randint(-3, 1, (T, N, C), generator=g).double()
+    labels = [c for c in range(C) if c != blank]
+    targets = torch.tensor(labels)[torch.randint(0, len(labels), (N, S), generator=g)]
+    if S >= 2:
+        targets[0, 1] = targets[0, 0]  # a repeat: the skip is forbidden there
+    if bad_label:
+        targets[1, 0] = C + 5  # unchecked: the kernel must find no alignment, not read past the row
+    return {"name": name, "op": "align", "dtype": dtype, "x": x.to(DTYPES[dtype]),
+            "il": list(il) if il is not None else [T] * N, "tl": list(tl) if tl is not None else [S] * N,
+            "targets": targets, "blank": blank, "strides": strides, "bad_label": bad_label, "tsan": tsan}
+
+
+def align_cases():
+    cases = [align_case(f"align-{d}", dtype=d, seed=i, il=(14, 9, 0, 14, 3), tl=(4, 3, 0, 0, 4))
+             for i, d in enumerate(DTYPES)]
+    cases += [align_case("align-ties", ties=True, seed=5, blank=2),
+              align_case("align-batch-first", strides="batch_first", seed=6, blank=5),
+              align_case("align-padded-rows", strides="padded_rows", C=40, seed=7),
+              # 2 L + 1 = 601 states: three rounds of 256 threads, 19 words per bit plane
+              align_case("align-long-target", T=700, N=2, C=30, S=300, seed=8, tsan=False),
+              align_case("align-bad-values", seed=9, il=(14, 14, -3, 99, 14), tl=(4, 4, 4, 4, 9),
+                         bad_label=True)]
+    return cases
+
+
+def align_write(root, case):
+    spec_targets = case["targets"]
+    return common_write(root, case, {"S": spec_targets.shape[1]}, {
+        "targets": spec_targets, "target_lengths": torch.tensor(case["tl"])})
+
+
+ALL_CASES = {"loss": loss_cases(), "greedy": greedy_cases(), "beam": beam_cases(), "align": align_cases()}
 
 
 def run_driver(exe: Path, dirs: list[Path]) -> subprocess.CompletedProcess:
@@ -406,7 +445,7 @@ def runs(drivers, tmp_path_factory):
                     continue
                 case = dict(case)
                 d = {"loss": loss_write, "greedy": lambda r, c: common_write(r, c, {}),
-                     "beam": beam_write}[op](root, case)
+                     "beam": beam_write, "align": align_write}[op](root, case)
                 written[case["name"]] = (case, d)
         proc = run_driver(exe, [d for _, d in written.values()])
         stats = {}
@@ -497,6 +536,36 @@ def test_beam_search_kernels_match_the_cpu_op(runs, variant):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize("variant", variants())
+def test_forced_align_kernel_matches_the_cpu_op(runs, variant):
+    """The same path, scores and path score bit for bit as the CPU op (same
+    comparisons, tie rule and additions); clamped lengths, and no alignment
+    (a non-finite path score, blank labels) for an out-of-range label where
+    the values were not checked."""
+    failures = []
+    for name, (case, d, stats) in results(runs, variant).items():
+        if case["op"] != "align":
+            continue
+        T, N, _ = case["x"].shape
+        S = case["targets"].shape[1]
+        acc = ACC[case["dtype"]]
+        labels = read(d, "labels", torch.int64, (N, T))
+        scores = read(d, "scores", DTYPES[case["dtype"]], (N, T))
+        path = read(d, "path_scores", acc, (N,))
+        il = [min(max(v, 0), T) for v in case["il"]]
+        tl = [min(max(v, 0), S) for v in case["tl"]]
+        rows = [n for n in range(N) if not (case["bad_label"] and n == 1)]
+        ref = torch.ops.ctcx.ctc_forced_align(case["view"][:, rows], case["targets"][rows],
+                                              torch.tensor(il)[rows], torch.tensor(tl)[rows], case["blank"])
+        if not (torch.equal(labels[rows], ref[0]) and torch.equal(scores[rows], ref[1])
+                and torch.equal(path[rows].isfinite(), ref[2].isfinite())
+                and torch.equal(path[rows][ref[2].isfinite()], ref[2][ref[2].isfinite()])):
+            failures.append(name)
+        if case["bad_label"] and not (not torch.isfinite(path[1]) and labels[1].eq(case["blank"]).all()):
+            failures.append(name + " (bad label)")
+    assert not failures, failures
+
+
 def stats_of(runs, name):
     for variant in runs:
         _, cases = runs[variant]
@@ -514,7 +583,8 @@ def recursion_threads(stats) -> int:
 def test_the_cases_reach_every_path(runs):
     """The cases above do what they are there for: recursion blocks of several
     warps up to 512 threads, alpha in global memory, several token-list chunks,
-    beam scratch in global memory, and opt-in shared memory above 48 KiB."""
+    beam scratch in global memory, opt-in shared memory above 48 KiB, and an
+    alignment of 601 states over whole blocks of 256 threads."""
     assert recursion_threads(stats_of(runs, "loss-warps-f32-L16")) == 64
     assert recursion_threads(stats_of(runs, "loss-warps-f64-L40")) == 96
     assert recursion_threads(stats_of(runs, "loss-512-threads")) == 512
@@ -526,6 +596,7 @@ def test_the_cases_reach_every_path(runs):
     assert stats_of(runs, "beam-global-scratch")["scratch_in_shared"] == "0"
     assert stats_of(runs, "beam-optin-shared")["scratch_in_shared"] == "1"
     assert stats_of(runs, "beam-1024")["scratch_in_shared"] == "0"
+    assert stats_of(runs, "align-long-target")["shapes"] == "2x256"
 
 
 def test_shared_memory_opt_in_is_set_to_the_device_maximum(runs):

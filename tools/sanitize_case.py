@@ -59,7 +59,20 @@ def beam_case(device: str) -> list:
     return results
 
 
-CASES = {"loss": loss_case, "beam": beam_case}
+def align_case(device: str) -> list:
+    g = torch.Generator().manual_seed(21)
+    T, N, C, S = 700, 4, 30, 300  # 601 states: three rounds of the block's 256 threads
+    log_probs = torch.randn(T, N, C, generator=g).log_softmax(-1)
+    targets = torch.randint(1, C, (N, S), generator=g)
+    il, tl = torch.tensor([T, 650, 10, 0]), torch.tensor([S, 200, 9, 0])
+    results = []
+    for dev in (device, "cpu"):
+        labels, scores = ctcx.forced_align(log_probs.to(dev), targets.to(dev), il, tl, allow_impossible=True)
+        results.append([labels.cpu(), scores.cpu().double()])
+    return results
+
+
+CASES = {"loss": loss_case, "beam": beam_case, "align": align_case}
 
 
 def main(argv=None) -> int:

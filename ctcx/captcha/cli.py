@@ -313,12 +313,18 @@ def _predict(args: argparse.Namespace) -> None:
 
     model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
     paths = _image_paths(args.paths)
-    images = [preprocess(load_image(p), **config.preprocessing) for p in paths]
+    originals = [load_image(p) for p in paths]
+    images = [preprocess(image, **config.preprocessing) for image in originals]
     readings = predict(model, images, config.charset, args.decode, args.beam_width, config.min_length,
                        config.max_length)
-    lines = ["path\tlabel\tconfidence\tchar_probs"] + [
-        f"{p}\t{r.text}\t{r.confidence:.4f}\t{' '.join(f'{q:.4f}' for q in r.char_probs)}"
-        for p, r in zip(paths, readings)]
+
+    def columns(reading, original, image) -> str:  # model-input columns -> the image's own pixel columns
+        scale = original.size[0] / image.shape[-1]
+        return " ".join(f"{round(a * scale)}-{round(b * scale)}" for a, b in reading.char_columns)
+
+    lines = ["path\tlabel\tconfidence\tchar_probs\tchar_columns"] + [
+        f"{p}\t{r.text}\t{r.confidence:.4f}\t{' '.join(f'{q:.4f}' for q in r.char_probs)}\t{columns(r, o, i)}"
+        for p, r, o, i in zip(paths, readings, originals, images)]
     if args.output:
         atomic_write(args.output, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
         print(f"{len(readings)} readings written to {args.output}")

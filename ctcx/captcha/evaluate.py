@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from .images import to_model_input
 from .metrics import character_error_rate, exact_match
 from .model import CRNN
 
-__all__ = ["Prediction", "EvalResult", "predict", "evaluate"]
+__all__ = ["Prediction", "EvalResult", "predict", "evaluate", "FRAME_COLUMNS"]
 
 
 @dataclass
@@ -26,12 +26,16 @@ class Prediction:
     probability (greedy: the highest over the frames of its run; beam: at
     the frame where the beam emitted it). ``confidence``: probability of the
     reading, in [0, 1] (greedy: of the best path; beam: of the label, summed
-    over its alignments).
+    over its alignments). ``char_columns``: per character, the columns
+    ``[start, end)`` of the model's input image where it sits, from the most
+    probable alignment of the reading to the frames (:func:`ctcx.forced_align`;
+    one frame is 4 columns).
     """
 
     text: str
     confidence: float
     char_probs: List[float]
+    char_columns: List[Tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -132,9 +136,29 @@ def predict(model: CRNN, images: Sequence[np.ndarray], charset: str, decoder: st
                 readings = _beam(log_probs, charset, beam_width, None, None)
             else:
                 readings = _beam(log_probs, charset, beam_width, min_length, max_length)
+            _locate(log_probs, readings, charset)
             for i, reading in zip(chunk, readings):
                 out[i] = reading
     return out
+
+
+FRAME_COLUMNS = 4
+"""Input columns per CTC frame (:meth:`~ctcx.captcha.model.CRNN.output_lengths`)."""
+
+
+def _locate(log_probs: torch.Tensor, readings: List[Prediction], charset: str) -> None:
+    """Fill each reading's ``char_columns`` from the most probable alignment of
+    its text to ``log_probs`` (T, N, C) (Viterbi, :func:`ctcx.forced_align`)."""
+    index = {c: i + 1 for i, c in enumerate(charset)}
+    width = max((len(r.text) for r in readings), default=0)
+    targets = torch.zeros(len(readings), width, dtype=torch.long)
+    for n, r in enumerate(readings):
+        targets[n, :len(r.text)] = torch.tensor([index[c] for c in r.text], dtype=torch.long)
+    labels, scores = ctcx.forced_align(log_probs, targets, None, [len(r.text) for r in readings],
+                                       allow_impossible=True)
+    for r, spans in zip(readings, ctcx.merge_tokens(labels, scores)):
+        if len(spans) == len(r.text):
+            r.char_columns = [(int(s.start) * FRAME_COLUMNS, int(s.end) * FRAME_COLUMNS) for s in spans]
 
 
 def evaluate(model: CRNN, images: Sequence[np.ndarray], references: Sequence[str], charset: str,

@@ -1,5 +1,5 @@
 // Runs ctcx's CUDA launchers (ctc_loss_cuda, greedy_decode_cuda,
-// beam_search_cuda), compiled from the real csrc/cuda sources against the
+// beam_search_cuda, forced_align_cuda), compiled from the real csrc/cuda sources against the
 // CUDA-on-CPU emulation, on cases written by tests/test_cuda_emulation.py.
 //
 //   driver CASE_DIR...
@@ -32,6 +32,7 @@
 
 #include "ctc_decode_cuda.h"
 #include "ctc_loss_cuda.h"
+#include "forced_align_cuda.h"
 
 namespace {
 
@@ -225,6 +226,34 @@ void run_beam(const std::string& dir, const Case& c) {
               layout.scratch_in_shared ? 1 : 0, layout.top_shared_bytes, layout.search_threads);
 }
 
+template <typename scalar_t>
+void run_align(const std::string& dir, const Case& c) {
+  using acc_t = typename ctcx::cuda::AccType<scalar_t>::type;
+  const auto input = load(dir, "input");
+  const auto il = load(dir, "input_lengths");
+  const auto targets = load(dir, "targets");
+  const auto tl = load(dir, "target_lengths");
+  ctcx::cuda::ForcedAlignParams<scalar_t> p{};
+  p.log_probs = input->as<scalar_t>();
+  read_decode_shape(p, c, *il);
+  p.targets = targets->as<int64_t>();
+  p.S = num(c, "S");
+  p.target_lengths = tl->as<int64_t>();
+  p.blank = num(c, "blank");
+  Buffer labels(static_cast<size_t>(p.N * p.T) * sizeof(int64_t), 41);
+  Buffer scores(static_cast<size_t>(p.N * p.T) * sizeof(scalar_t), 42);
+  Buffer path(static_cast<size_t>(p.N) * sizeof(acc_t), 43);
+  Buffer workspace(ctcx::cuda::forced_align_workspace_bytes(p), 44);
+  p.labels = labels.as<int64_t>();
+  p.scores = scores.as<scalar_t>();
+  p.path_scores = path.as<acc_t>();
+  p.workspace = workspace.p;
+  check(ctcx::cuda::forced_align_cuda(p, nullptr), "forced_align_cuda");
+  save(dir, "labels", labels.p, labels.bytes);
+  save(dir, "scores", scores.p, scores.bytes);
+  save(dir, "path_scores", path.p, path.bytes);
+}
+
 template <template <typename> class Run>
 void by_dtype(const std::string& dtype, const std::string& dir, const Case& c) {
   if (dtype == "f16") return Run<c10::Half>::go(dir, c);
@@ -248,6 +277,10 @@ struct Greedy {
 template <typename scalar_t>
 struct Beam {
   static void go(const std::string& dir, const Case& c) { run_beam<scalar_t>(dir, c); }
+};
+template <typename scalar_t>
+struct Align {
+  static void go(const std::string& dir, const Case& c) { run_align<scalar_t>(dir, c); }
 };
 
 }  // namespace
@@ -274,6 +307,8 @@ int main(int argc, char** argv) {
       by_dtype<Greedy>(dtype, dir, c);
     } else if (op == "beam") {
       by_dtype<Beam>(dtype, dir, c);
+    } else if (op == "align") {
+      by_dtype<Align>(dtype, dir, c);
     } else {
       die("unknown op " + op);
     }

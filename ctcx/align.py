@@ -1,0 +1,232 @@
+"""CTC forced alignment: where each label of a known transcript sits in the frames.
+
+:func:`forced_align` finds, for a whole batch in one call, the single most
+probable CTC alignment of each sample's target (the Viterbi recursion: Graves
+et al. 2006's forward recursion with max in place of sum), on the CPU (C++,
+parallel over the batch) or CUDA. :func:`merge_tokens` turns a frame-level
+alignment into token spans, and :meth:`TokenSpan.to_units` converts frames
+to seconds or pixels.
+
+From torchaudio: ``torchaudio.functional.forced_align(emission, targets,
+input_lengths, target_lengths, blank)`` with ``emission`` of shape (1, T, C)
+is ``ctcx.forced_align(emission, targets, input_lengths, target_lengths,
+blank, batch_first=True)``, with the same (1, T) outputs; ctcx takes N > 1
+as well, padded or concatenated targets, and lengths as lists. Where the
+best alignment is unique both return it; where several tie, ctcx returns
+one of them by the rule below (torchaudio may return a worse one,
+pytorch/audio#4221). ``torchaudio.functional.merge_tokens`` is
+:func:`merge_tokens`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import ops
+from .decode import _decode_inputs
+
+__all__ = ["forced_align", "merge_tokens", "TokenSpan"]
+
+Lengths = Union[torch.Tensor, Sequence[int], None]
+_FN = "ctcx.forced_align"
+
+
+def _targets_padded(targets, target_lengths: Lengths, N: int, C: int, blank: int,
+                    device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(N, S) int64 padded targets and (N,) int64 lengths on ``device``; ValueError naming the argument."""
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"{_FN}: targets must be a tensor (N, S) padded or 1-D concatenated, "
+                         f"got {type(targets).__name__}")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"{_FN}: targets must hold integers, got dtype {targets.dtype}")
+    if targets.dim() not in (1, 2) or (targets.dim() == 2 and targets.shape[0] != N):
+        raise ValueError(f"{_FN}: targets must be (N, S) padded with N = {N}, or 1-D concatenated, "
+                         f"got shape {tuple(targets.shape)}")
+    if target_lengths is None:
+        if targets.dim() == 1:
+            raise ValueError(f"{_FN}: concatenated (1-D) targets need target_lengths")
+        lengths = torch.full((N,), targets.shape[1], dtype=torch.long)
+    elif isinstance(target_lengths, torch.Tensor):
+        lengths = target_lengths
+    elif isinstance(target_lengths, (list, tuple)) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in target_lengths):
+        lengths = torch.tensor(list(target_lengths), dtype=torch.long)
+    else:
+        raise ValueError(f"{_FN}: target_lengths must be a tensor, list or tuple of N = {N} integers, "
+                         f"got {type(target_lengths).__name__}")
+    if (lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool
+            or lengths.numel() != N):
+        raise ValueError(f"{_FN}: target_lengths must hold N = {N} integers, got {lengths}")
+    lengths = lengths.reshape(N).to(dtype=torch.long)
+    targets = targets.to(dtype=torch.long)
+    lengths_host = lengths.cpu()
+    if targets.dim() == 1:
+        if bool((lengths_host < 0).any()) or int(lengths_host.sum()) != targets.numel():
+            raise ValueError(f"{_FN}: concatenated targets hold {targets.numel()} labels but target_lengths "
+                             f"{lengths_host.tolist()} (each >= 0) sum to {int(lengths_host.sum())}")
+        width = int(lengths_host.max()) if N else 0
+        padded = torch.full((N, width), blank, dtype=torch.long, device=targets.device)
+        if targets.numel():
+            rows = torch.repeat_interleave(torch.arange(N, device=targets.device), lengths.to(targets.device))
+            starts = torch.cumsum(lengths.to(targets.device), 0) - lengths.to(targets.device)
+            cols = torch.arange(targets.numel(), device=targets.device) - starts[rows]
+            padded[rows, cols] = targets
+        targets = padded
+    S = targets.shape[1]
+    bad = (lengths_host < 0) | (lengths_host > S)
+    if bool(bad.any()):
+        n = int(bad.nonzero()[0])
+        raise ValueError(f"{_FN}: target_lengths[{n}] = {int(lengths_host[n])} must lie in [0, S = {S}]")
+    used = torch.arange(S, device=targets.device) < lengths.to(targets.device)[:, None]
+    wrong = used & ((targets < 0) | (targets >= C) | (targets == blank))
+    if bool(wrong.any()):
+        n, i = (int(v) for v in wrong.nonzero()[0])
+        raise ValueError(f"{_FN}: targets[{n}][{i}] = {int(targets[n, i])} must be a class in [0, C = {C}) "
+                         f"other than blank = {blank}")
+    return targets.to(device).contiguous(), lengths.to(device)
+
+
+def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths = None,
+                 target_lengths: Lengths = None, blank: int = 0, *, batch_first: bool = False,
+                 allow_impossible: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The most probable CTC alignment of each sample's target (Viterbi).
+
+    For every sample, among all frame-level paths that collapse to its target
+    (CTC's many-to-one map: merge repeats, drop blanks; Graves et al. 2006),
+    the one with the largest sum of per-frame log-probabilities, found by the
+    forward recursion with max in place of sum and traced back through 2-bit
+    backpointers. Exact: no pruning, no beam. One batched C++ op on the CPU
+    (parallel over the batch) or CUDA kernels on the GPU.
+
+    Ties: where predecessors score the same, the one that advanced least wins
+    (staying in a state, then moving one state, then skipping a blank); at
+    the last frame, ending on a blank wins over ending on the last label.
+    Traced back from the end, that keeps the path in each state as long as a
+    tie allows, so of tied paths the one that reaches every state earliest
+    is returned (frames "a - -" rather than "- a -" or "- - a" for target
+    [a] over three equal frames). The rule is the same on every device, for
+    every batch composition and thread count. Scores accumulate in float32
+    (float64 for float64 input), one addition per frame in frame order. A NaN
+    log-probability loses every comparison, so a path avoids it where it can.
+
+    Memory: the CPU keeps, per sample in progress (one per thread), its
+    backpointers, ``input_length * ceil((2 L + 1) / 4)`` bytes (2 bits per
+    frame and extended-label state), and two rows of 2 L + 1 scores; for
+    (T, N, L) = (2000, 64, 300) that is 302 KB per thread, against the bound
+    of 2 bits for all N T (2 L + 1) states of 19.2 MB. No (T, N, C)
+    intermediate. The outputs are (N, T) int64 and (N, T) of log_probs' dtype.
+
+    Args:
+        log_probs: (T, N, C) log-probabilities, or (N, T, C) with
+            ``batch_first=True``; float16, bfloat16, float32 or float64, CPU
+            or CUDA, any strides (a copy only when classes are not contiguous).
+        targets: the transcripts, (N, S) padded (padding ignored) or the N
+            targets concatenated (1-D, with ``target_lengths``); integer
+            labels in [0, C), none equal to ``blank``.
+        input_lengths: (N,) valid frames per sample, each in [0, T]; None = T.
+        target_lengths: (N,) labels per sample (<= S when padded); None = S
+            for padded targets.
+        blank: the blank class, in [0, C).
+        batch_first: log_probs is (N, T, C).
+        allow_impossible: instead of raising for a sample with no alignment
+            of finite log-probability, return its row with blank labels and
+            ``-inf`` scores on its valid frames.
+
+    Returns:
+        ``(labels, scores)``: labels (N, T) int64, the class emitted at each
+        frame (blank or a target label; blank past ``input_lengths``);
+        scores (N, T) of log_probs' dtype, the log-probability of that class
+        at that frame (0 past ``input_lengths``), so ``scores.sum(1)`` is the
+        path's log-probability.
+
+    Raises:
+        ValueError: naming the argument, for a wrong type, dtype, shape or
+            value; and, unless ``allow_impossible``, naming the sample, when a
+            target cannot be aligned: too few frames for its labels and the
+            blanks its repeats need (``input_length < L + repeats``), every
+            alignment of probability 0, or NaN on its best path. On CUDA the
+            value checks and this one read the device (one host sync).
+    """
+    lp, il = _decode_inputs(_FN, log_probs, input_lengths, blank, batch_first)
+    T, N, C = lp.shape
+    tg, tl = _targets_padded(targets, target_lengths, N, C, blank, lp.device)
+    labels, scores, path = torch.ops.ctcx.ctc_forced_align(lp, tg, il, tl, blank)
+    bad = ~torch.isfinite(path)
+    if N and bool(bad.any()):
+        if allow_impossible:
+            frames = torch.arange(T, device=lp.device) < il[:, None]
+            scores = scores.masked_fill(bad[:, None] & frames, float("-inf"))
+        else:
+            n = int(bad.nonzero()[0])
+            L = int(tl[n])
+            repeats = int((tg[n, 1:L] == tg[n, :L - 1]).sum()) if L > 1 else 0
+            why = ("NaN on its best path" if bool(torch.isnan(path[n])) else
+                   f"too few frames: {int(il[n])} < {L} labels + {repeats} repeats"
+                   if int(il[n]) < L + repeats else "every alignment has probability 0")
+            raise ValueError(f"{_FN}: sample {n} cannot be aligned ({why}); pass allow_impossible=True "
+                             f"to get -inf scores for such samples instead")
+    return labels, scores
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token of an alignment: ``token`` over frames ``[start, end)``, and
+    ``score``, the mean probability of that token over those frames."""
+
+    token: int
+    start: float
+    end: float
+    score: float
+
+    def to_units(self, frame_stride: float, offset: float = 0.0) -> "TokenSpan":
+        """The span in seconds or pixels: frame ``f`` starts at ``offset + f * frame_stride``
+        (e.g. a CRNN whose frames are 4 pixel columns: ``frame_stride=4``; speech at
+        20 ms per frame: ``frame_stride=0.02``)."""
+        return replace(self, start=offset + self.start * frame_stride, end=offset + self.end * frame_stride)
+
+
+def _merge_row(labels: List[int], probs: List[float], blank: int) -> List[TokenSpan]:
+    spans, t, T = [], 0, len(labels)
+    while t < T:
+        end = t + 1
+        while end < T and labels[end] == labels[t]:
+            end += 1
+        if labels[t] != blank:
+            spans.append(TokenSpan(labels[t], t, end, sum(probs[t:end]) / (end - t)))
+        t = end
+    return spans
+
+
+def merge_tokens(labels: torch.Tensor, scores: torch.Tensor,
+                 blank: int = 0) -> Union[List[TokenSpan], List[List[TokenSpan]]]:
+    """Token spans of frame-level alignments (as ``torchaudio.functional.merge_tokens``).
+
+    Consecutive frames of the same label form one span; blank frames separate
+    spans and are dropped. Two equal labels in a row of the target are two
+    spans only if a blank separates them, which a CTC alignment guarantees.
+
+    Args:
+        labels: (T,) or (N, T) integer classes per frame (e.g.
+            :func:`forced_align`'s labels).
+        scores: the same shape, log-probabilities of those classes.
+        blank: the blank class.
+
+    Returns:
+        A list of :class:`TokenSpan` (frames ``[start, end)``, ``score`` the
+        mean of ``exp(scores)`` over the span) for 1-D input; one such list per
+        sample for 2-D input.
+
+    Raises:
+        ValueError: if labels and scores are not tensors of the same 1-D or 2-D shape.
+    """
+    if (not isinstance(labels, torch.Tensor) or not isinstance(scores, torch.Tensor)
+            or labels.shape != scores.shape or labels.dim() not in (1, 2)):
+        raise ValueError(f"ctcx.merge_tokens: labels and scores must be tensors of one shape, (T,) or "
+                         f"(N, T), got {getattr(labels, 'shape', type(labels).__name__)} and "
+                         f"{getattr(scores, 'shape', type(scores).__name__)}")
+    rows, probs = labels.tolist(), scores.detach().double().exp().tolist()
+    if labels.dim() == 1:
+        return _merge_row(rows, probs, blank)
+    return [_merge_row(r, p, blank) for r, p in zip(rows, probs)]

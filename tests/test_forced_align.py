@@ -1,0 +1,197 @@
+"""ctcx.forced_align and ctcx.merge_tokens against the Viterbi reference and brute force."""
+import random
+
+import pytest
+import torch
+
+import ctcx
+from ctcx._reference import collapse, forced_align_brute_force, forced_align_reference
+
+
+def random_batch(T, N, C, S, seed, blank=0, integer=False):
+    g = torch.Generator().manual_seed(seed)
+    if integer:  # many exact ties
+        lp = torch.randint(-3, 1, (T, N, C), generator=g).double()
+    else:
+        lp = torch.randn(T, N, C, generator=g, dtype=torch.float64).log_softmax(-1)
+    labels = [c for c in range(C) if c != blank]
+    rng = random.Random(seed)
+    il = [rng.randint(0, T) for _ in range(N)]
+    targets, tl = torch.full((N, S), blank, dtype=torch.long), []
+    for n in range(N):
+        # at most as many labels (and repeats) as the frames allow
+        L = rng.randint(0, min(S, il[n]))
+        row = [rng.choice(labels) for _ in range(L)]
+        while L and len(row) + sum(a == b for a, b in zip(row, row[1:])) > il[n]:
+            row.pop()
+            L -= 1
+        targets[n, :L] = torch.tensor(row, dtype=torch.long)
+        tl.append(L)
+    return lp, targets, il, tl
+
+
+def check_against_reference(lp, targets, il, tl, blank, labels, scores):
+    T, N, _ = lp.shape
+    for n in range(N):
+        path, best = forced_align_reference(lp[: il[n], n], targets[n, : tl[n]].tolist(), blank)
+        assert labels[n, : il[n]].tolist() == path, (n, il[n], tl[n])
+        assert labels[n, il[n]:].eq(blank).all() and scores[n, il[n]:].eq(0).all()
+        got = scores[n, : il[n]].double()
+        assert torch.equal(got, lp[torch.arange(il[n]), n, labels[n, : il[n]]].to(scores.dtype).double())
+        assert abs(got.sum().item() - best) <= 1e-9 * max(1.0, abs(best))
+
+
+@pytest.mark.parametrize("integer", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("blank", [0, 2, 4])
+def test_matches_the_viterbi_reference_path_for_path(integer, blank):
+    """float64 input: the same path as the reference, tie rule included."""
+    lp, targets, il, tl = random_batch(12, 24, 5, 5, seed=blank + 10 * integer, blank=blank, integer=integer)
+    labels, scores = ctcx.forced_align(lp, targets, il, tl, blank=blank)
+    assert labels.shape == (24, 12) and labels.dtype == torch.long and scores.dtype == torch.float64
+    check_against_reference(lp, targets, il, tl, blank, labels, scores)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_path_is_a_most_probable_alignment_by_brute_force(seed):
+    rng = random.Random(seed)
+    T, C = rng.randint(1, 6), rng.randint(2, 4)
+    lp, targets, il, tl = random_batch(T, 6, C, 3, seed=seed, integer=seed % 2 == 1)
+    labels, scores = ctcx.forced_align(lp, targets, il, tl)
+    for n in range(6):
+        target = targets[n, : tl[n]].tolist()
+        paths = forced_align_brute_force(lp[: il[n], n], target)
+        assert paths, "random_batch makes only alignable samples"
+        path = labels[n, : il[n]].tolist()
+        assert collapse(path) == target
+        assert abs(scores[n].sum().item() - paths[0][1]) < 1e-9
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_low_precision_input_gives_a_valid_path_of_the_best_score(dtype):
+    lp64, targets, il, tl = random_batch(20, 16, 7, 6, seed=3)
+    lp = lp64.to(dtype)
+    labels, scores = ctcx.forced_align(lp, targets, il, tl)
+    assert scores.dtype == dtype
+    for n in range(16):
+        target = targets[n, : tl[n]].tolist()
+        path = labels[n, : il[n]].tolist()
+        assert collapse(path) == target
+        _, best = forced_align_reference(lp[: il[n], n].double(), target)
+        assert abs(scores[n].double().sum().item() - best) <= 1e-4 * max(1.0, abs(best))
+
+
+def test_a_sample_does_not_depend_on_its_batch_padding_layout_or_threads():
+    lp, targets, il, tl = random_batch(30, 9, 6, 8, seed=5, integer=True)
+    labels, scores = ctcx.forced_align(lp, targets, il, tl)
+    for n in range(9):
+        alone = ctcx.forced_align(lp[: il[n], n:n + 1], targets[n:n + 1, : tl[n]])
+        assert torch.equal(alone[0][0], labels[n, : il[n]]) and torch.equal(alone[1][0], scores[n, : il[n]])
+    # batch_first, strided input, concatenated targets, tensor lengths, one thread
+    nt = lp.transpose(0, 1).contiguous().transpose(0, 1)  # (T, N, C) view of an (N, T, C) tensor
+    flat = torch.cat([targets[n, : tl[n]] for n in range(9)])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        other = ctcx.forced_align(nt.transpose(0, 1), flat.int(), torch.tensor(il), torch.tensor(tl),
+                                  batch_first=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(other[0], labels) and torch.equal(other[1], scores)
+
+
+def test_impossible_samples_raise_or_get_minus_infinity():
+    lp = torch.randn(4, 3, 5).log_softmax(-1)
+    targets = torch.tensor([[1, 2, 0], [1, 1, 1], [3, 0, 0]])
+    tl = [2, 3, 1]  # sample 1: three equal labels need 5 frames
+    with pytest.raises(ValueError, match=r"sample 1 cannot be aligned \(too few frames: 4 < 3 labels \+ 2 repeats\)"):
+        ctcx.forced_align(lp, targets, None, tl)
+    labels, scores = ctcx.forced_align(lp, targets, None, tl, allow_impossible=True)
+    assert labels[1].eq(0).all() and scores[1].eq(float("-inf")).all()
+    assert torch.isfinite(scores[0]).all() and collapse(labels[2].tolist()) == [3]
+    # possible by length, impossible by probability
+    lp[:, 2, 3] = float("-inf")
+    with pytest.raises(ValueError, match=r"sample 1 cannot be aligned \(every alignment has probability 0\)"):
+        ctcx.forced_align(lp[:, [0, 2]], targets[[0, 2]], None, [2, 1])
+
+
+def test_empty_targets_frames_and_batches():
+    lp = torch.randn(5, 2, 4).log_softmax(-1)
+    labels, scores = ctcx.forced_align(lp, torch.zeros(2, 0, dtype=torch.long))
+    assert labels.eq(0).all() and torch.equal(scores, lp[:, :, 0].t())
+    labels, scores = ctcx.forced_align(lp, torch.tensor([[1], [2]]), [0, 5], [0, 1])
+    assert labels[0].eq(0).all() and scores[0].eq(0).all() and collapse(labels[1].tolist()) == [2]
+    labels, scores = ctcx.forced_align(lp[:, :0], torch.zeros(0, 3, dtype=torch.long))
+    assert labels.shape == (0, 5) and scores.shape == (0, 5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda lp: ctcx.forced_align(lp[0], torch.tensor([[1]])), r"log_probs must be a floating \(T, N, C\)"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1.0]] * 2)), "targets must hold integers"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1]] * 3)), r"targets must be \(N, S\) padded with N = 2"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([1, 2])), "concatenated .1-D. targets need target_lengths"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([1, 2]), None, [1, 2]), "sum to 3"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [2]]), None, [1, 2]), r"target_lengths\[1\] = 2 must lie in \[0, S = 1\]"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [0]])), r"targets\[1\]\[0\] = 0 must be a class in \[0, C = 4\) other than blank = 0"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [4]])), r"targets\[1\]\[0\] = 4 must be a class"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), [7, 1]), r"input_lengths must lie in \[0, T = 6\]"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), blank=4), r"blank = 4 must be an int in \[0, C\)"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), None, "1"), "target_lengths must be a tensor, list or tuple"),
+])
+def test_bad_arguments_name_what_is_wrong(call, message):
+    lp = torch.randn(6, 2, 4).log_softmax(-1)
+    with pytest.raises(ValueError, match=message):
+        call(lp)
+
+
+def test_the_op_checks_memory_safety_itself():
+    lp = torch.randn(6, 2, 4).log_softmax(-1)
+    il, tl = torch.tensor([6, 6]), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match=r"target_lengths\[1\] = 2 is out of range"):
+        torch.ops.ctcx.ctc_forced_align(lp, torch.tensor([[1], [2]]), il, tl, 0)
+    with pytest.raises(ValueError, match=r"targets\[0\]\[0\] = 9 must be a class"):
+        torch.ops.ctcx.ctc_forced_align(lp, torch.tensor([[9, 1], [2, 1]]), il, tl, 0)
+    with pytest.raises(ValueError, match=r"input_lengths\[0\] = 7 is out of range"):
+        torch.ops.ctcx.ctc_forced_align(lp, torch.tensor([[1, 1], [2, 1]]), torch.tensor([7, 6]), tl, 0)
+
+
+def test_opcheck():
+    lp, targets, il, tl = random_batch(8, 4, 5, 3, seed=1)
+    args = (lp.float(), targets, torch.tensor(il), torch.tensor(tl), 0)
+    torch.library.opcheck(torch.ops.ctcx.ctc_forced_align.default, args)
+
+
+def test_merge_tokens_spans_scores_and_units():
+    labels = torch.tensor([0, 3, 3, 0, 0, 3, 2, 2, 0])
+    scores = torch.log(torch.tensor([0.9, 0.5, 0.7, 0.8, 0.8, 0.6, 0.2, 0.4, 1.0]))
+    spans = ctcx.merge_tokens(labels, scores)
+    assert [(s.token, s.start, s.end) for s in spans] == [(3, 1, 3), (3, 5, 6), (2, 6, 8)]
+    assert [round(s.score, 6) for s in spans] == [0.6, 0.6, 0.3]
+    assert spans[2].to_units(4) == ctcx.TokenSpan(2, 24, 32, spans[2].score)
+    assert spans[0].to_units(0.02, offset=1.0).start == pytest.approx(1.02)
+    batched = ctcx.merge_tokens(torch.stack([labels, labels.flip(0)]), torch.stack([scores, scores.flip(0)]), blank=0)
+    assert batched[0] == spans and [s.token for s in batched[1]] == [2, 3, 3]
+    assert ctcx.merge_tokens(torch.tensor([1, 1, 0]), torch.zeros(3), blank=1) == [ctcx.TokenSpan(0, 2, 3, 1.0)]
+    with pytest.raises(ValueError, match="labels and scores must be tensors of one shape"):
+        ctcx.merge_tokens(labels, scores[:-1])
+
+
+def test_aligned_spans_cover_the_target_in_order():
+    lp, targets, il, tl = random_batch(40, 8, 6, 10, seed=8)
+    labels, scores = ctcx.forced_align(lp, targets, il, tl)
+    for n, spans in enumerate(ctcx.merge_tokens(labels, scores)):
+        assert [s.token for s in spans] == targets[n, : tl[n]].tolist()
+        assert all(a.end <= b.start for a, b in zip(spans, spans[1:])) and all(0 < s.score <= 1 for s in spans)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and ctcx.cuda_available()), reason="needs a GPU and ctcx's CUDA kernels")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_gives_the_cpu_path_bit_for_bit(dtype):
+    lp, targets, il, tl = random_batch(60, 33, 9, 12, seed=12, integer=dtype == torch.float64)
+    lp = lp.to(dtype)
+    cpu = ctcx.forced_align(lp, targets, il, tl, allow_impossible=True)
+    gpu = ctcx.forced_align(lp.cuda(), targets.cuda(), il, tl, allow_impossible=True)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+    long_lp, long_targets, long_il, long_tl = random_batch(2000, 4, 40, 300, seed=13)
+    cpu = ctcx.forced_align(long_lp.float(), long_targets, long_il, long_tl)
+    gpu = ctcx.forced_align(long_lp.float().cuda(), long_targets.cuda(), long_il, long_tl)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
