@@ -13,7 +13,9 @@ the generator's ambiguity.
     python tools/glyph_pair.py --pair 0O --scale 0.8
 
 Measured 2026-12-07 (AMD EPYC, 2 cores, torch 2.13.0+cpu, captcha 0.7.1,
-300,000 training characters, 2 epochs): 0 vs O 99.98% at scale 1.0.
+300,000 training characters, 2 epochs, 20,000 test characters; by the
+prototype of this script, the same drawing, model and schedule): 0 vs O
+99.98% at scale 1.0 and 99.98% at scale 0.8.
 """
 from __future__ import annotations
 
