@@ -18,7 +18,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import ctcx
 
-OPS = ("ctcx::ctc_loss", "ctcx::ctc_loss_with_logits", "ctcx::ctc_greedy_decode", "ctcx::ctc_beam_search")
+OPS = ("ctcx::ctc_loss", "ctcx::ctc_loss_with_logits", "ctcx::ctc_greedy_decode", "ctcx::ctc_beam_search",
+       "ctcx::ctc_forced_align")
 EXPECT_CUDA_BUILD = os.environ.get("CTCX_EXPECT_CUDA_BUILD") == "1"
 
 needs_cuda_build = pytest.mark.skipif(not ctcx.cuda_available(),
@@ -37,6 +38,8 @@ def test_the_expected_cuda_build_has_its_kernels():
 
 def test_every_op_has_a_cpu_kernel():
     assert [op for op in OPS if not has_kernel(op, "CPU")] == []
+    # the eager CPU loss's C++ autograd node (csrc/cpu/ctc_loss_folded_cpu.cpp)
+    assert has_kernel("ctcx::ctc_loss_folded", "AutogradCPU")
 
 
 @needs_cuda_build
@@ -77,3 +80,17 @@ def test_decoder_shapes_on_cuda_fake_tensors():
         assert [tuple(t.shape) for t in out] == [(N, K, T), (N, K), (N, K), (N, K, T)]
         assert [t.dtype for t in out] == [torch.long, torch.long, torch.float32, torch.long]
         assert {t.device.type for t in out} == {"cuda"}
+
+
+@needs_cuda_build
+@pytest.mark.parametrize("dtype,score_dtype", [(torch.float16, torch.float32), (torch.float64, torch.float64)])
+def test_forced_align_shapes_on_cuda_fake_tensors(dtype, score_dtype):
+    T, N, C, S = 9, 4, 6, 3
+    with FakeTensorMode():
+        lp = torch.empty(T, N, C, dtype=dtype, device="cuda")
+        targets = torch.empty(N, S, dtype=torch.long, device="cuda")
+        lengths = torch.empty(N, dtype=torch.long, device="cuda")
+        labels, scores, path = torch.ops.ctcx.ctc_forced_align(lp, targets, lengths, lengths, 0)
+        assert [tuple(t.shape) for t in (labels, scores, path)] == [(N, T), (N, T), (N,)]
+        assert [t.dtype for t in (labels, scores, path)] == [torch.long, dtype, score_dtype]
+        assert {t.device.type for t in (labels, scores, path)} == {"cuda"}
