@@ -103,8 +103,8 @@ def fake_tool(path: Path, body: str) -> None:
 
 def test_sanitizer_step_runs_every_tool_on_every_case(tmp_path, monkeypatch):
     """With a stand-in compute-sanitizer that records its arguments: four tools
-    times two cases, ctcx's kernels filtered, torch's caching allocator off,
-    and a finding in one run fails the step."""
+    times three cases (loss, beam, align), ctcx's kernels filtered, torch's
+    caching allocator off, and a finding in one run fails the step."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
@@ -124,7 +124,7 @@ def test_sanitizer_step_runs_every_tool_on_every_case(tmp_path, monkeypatch):
     run.env["PATH"] = os.environ["PATH"]
     status, detail = gpu_check.step_sanitizers(run, limit=60)
     lines = calls.read_text().splitlines()
-    assert len(lines) == 8
+    assert gpu_check.SANITIZER_CASES == ["loss", "beam", "align"] and len(lines) == 4 * 3
     for tool in gpu_check.SANITIZER_TOOLS:
         for case in gpu_check.SANITIZER_CASES:
             assert any(f"--tool {tool} --error-exitcode 99 --kernel-name kns=ctcx " in ln
