@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import List, Tuple
 
 import torch
 
 import ctcx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also under PYTHONSAFEPATH
+from bench_ctc_loss import timed  # noqa: E402  (median ms after two warm-up calls)
 
 DEFAULT_CONFIGS = [(40, 64, 37, 4), (500, 16, 32, 100), (2000, 8, 40, 300)]
 
@@ -66,16 +67,6 @@ def make_inputs(T: int, N: int, C: int, L: int, seed: int = 0):
     return log_probs, targets, [T] * N, [L] * N
 
 
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 def path_score(lp: torch.Tensor, path: List[int]) -> float:
     return float(lp[torch.arange(len(path)), torch.tensor(path)].double().sum())
 
@@ -84,7 +75,7 @@ def bench(config: Tuple[int, int, int, int], threads: int, repeats: int, peer: s
     T, N, C, L = config
     lp, targets, il, tl = make_inputs(T, N, C, L)
     torch.set_num_threads(threads)
-    ours_ms = timed(lambda: ctcx.forced_align(lp, targets, il, tl, batch_first=True), repeats)
+    ours_ms = timed(lambda: ctcx.forced_align(lp, targets, il, tl, batch_first=True), repeats, "cpu")
     labels, _ = ctcx.forced_align(lp, targets, il, tl, batch_first=True)
     line = f"{f'{T},{N},{C},{L}':>16} {threads:>3} {ours_ms:10.2f}"
     if not peer:

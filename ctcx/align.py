@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from . import ops
-from .decode import _decode_inputs
+from .decode import _decode_inputs, _integer_lengths
 
 __all__ = ["forced_align", "merge_tokens", "TokenSpan"]
 
@@ -48,18 +48,9 @@ def _targets_padded(targets, target_lengths: Lengths, N: int, C: int, blank: int
         if targets.dim() == 1:
             raise ValueError(f"{_FN}: concatenated (1-D) targets need target_lengths")
         lengths = torch.full((N,), targets.shape[1], dtype=torch.long)
-    elif isinstance(target_lengths, torch.Tensor):
-        lengths = target_lengths
-    elif isinstance(target_lengths, (list, tuple)) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in target_lengths):
-        lengths = torch.tensor(list(target_lengths), dtype=torch.long)
     else:
-        raise ValueError(f"{_FN}: target_lengths must be a tensor, list or tuple of N = {N} integers, "
-                         f"got {type(target_lengths).__name__}")
-    if (lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool
-            or lengths.numel() != N):
-        raise ValueError(f"{_FN}: target_lengths must hold N = {N} integers, got {lengths}")
-    lengths = lengths.reshape(N).to(dtype=torch.long)
+        lengths = _integer_lengths(_FN, "target_lengths", target_lengths, N)
+    lengths = lengths.to(dtype=torch.long)
     targets = targets.to(dtype=torch.long)
     lengths_host = lengths.cpu()
     if targets.dim() == 1:

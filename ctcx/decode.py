@@ -28,6 +28,22 @@ def _all_frames(N: int, T: int) -> torch.Tensor:
     return torch.full((N,), T, dtype=torch.long)
 
 
+def _integer_lengths(fn: str, name: str, value, N: int) -> torch.Tensor:
+    """``value`` (a tensor, list or tuple of N integers) as an (N,) integer tensor
+    on its own device (lists on the CPU); ValueError naming ``name`` otherwise."""
+    if isinstance(value, torch.Tensor):
+        lengths = value
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        lengths = torch.tensor(list(value), dtype=torch.long)
+    else:
+        raise ValueError(f"{fn}: {name} must be a tensor, list or tuple of N = {N} integers, "
+                         f"got {type(value).__name__}")
+    if (lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool
+            or lengths.numel() != N):
+        raise ValueError(f"{fn}: {name} must hold N = {N} integers, got {lengths}")
+    return lengths.reshape(N)
+
+
 def _decode_inputs(fn: str, log_probs: torch.Tensor, input_lengths: Lengths, blank: int,
                    batch_first: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """Validate the arguments every decoder shares; return the ops' canonical form.
@@ -60,18 +76,7 @@ def _decode_inputs(fn: str, log_probs: torch.Tensor, input_lengths: Lengths, bla
                 and _get_current_dispatch_mode() is None):
             return log_probs, _all_frames(N, T)
         return log_probs, torch.full((N,), T, dtype=torch.long, device=log_probs.device)
-    if isinstance(input_lengths, torch.Tensor):
-        lengths = input_lengths
-    elif isinstance(input_lengths, (list, tuple)) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in input_lengths):
-        lengths = torch.tensor(list(input_lengths), dtype=torch.long)
-    else:
-        raise ValueError(f"{fn}: input_lengths must be a tensor, list or tuple of N = {N} integers, "
-                         f"got {type(input_lengths).__name__}")
-    if (lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool
-            or lengths.numel() != N):
-        raise ValueError(f"{fn}: input_lengths must hold N = {N} integers, got {lengths}")
-    lengths = lengths.reshape(N)
+    lengths = _integer_lengths(fn, "input_lengths", input_lengths, N)
     # Values need the data (one host sync for CUDA lengths): skipped while
     # torch.compile or a tracing mode runs. The CPU op checks them again in
     # C++; the CUDA kernels clamp them.

@@ -29,7 +29,7 @@ class Prediction:
     over its alignments). ``char_columns``: per character, the columns
     ``[start, end)`` of the model's input image where it sits, from the most
     probable alignment of the reading to the frames (:func:`ctcx.forced_align`;
-    one frame is 4 columns).
+    one frame is 4 columns; empty when :func:`predict` was told not to locate).
     """
 
     text: str
@@ -96,7 +96,7 @@ def _beam(log_probs: torch.Tensor, charset: str, beam_width: int, min_length: Op
 @torch.no_grad()
 def predict(model: CRNN, images: Sequence[np.ndarray], charset: str, decoder: str = "greedy",
             beam_width: int = 10, min_length: Optional[int] = None, max_length: Optional[int] = None,
-            batch_size: int = 256) -> List[Prediction]:
+            batch_size: int = 256, locate: bool = True) -> List[Prediction]:
     """Read ``images`` with ``model`` (put in eval mode, run on its parameters' device).
 
     Images of equal width are batched together, so no image is padded and
@@ -108,6 +108,8 @@ def predict(model: CRNN, images: Sequence[np.ndarray], charset: str, decoder: st
             ``"beam"`` (prefix beam search, :func:`ctcx.beam_search`) or
             ``"constrained"`` (beam search keeping only labels of
             ``min_length``..``max_length`` characters).
+        locate: fill each reading's ``char_columns`` (one forced alignment
+            per batch; :func:`evaluate` leaves it out).
 
     Returns:
         one :class:`Prediction` per image, in order.
@@ -136,7 +138,8 @@ def predict(model: CRNN, images: Sequence[np.ndarray], charset: str, decoder: st
                 readings = _beam(log_probs, charset, beam_width, None, None)
             else:
                 readings = _beam(log_probs, charset, beam_width, min_length, max_length)
-            _locate(log_probs, readings, charset)
+            if locate:
+                _locate(log_probs, readings, charset)
             for i, reading in zip(chunk, readings):
                 out[i] = reading
     return out
@@ -178,7 +181,8 @@ def evaluate(model: CRNN, images: Sequence[np.ndarray], references: Sequence[str
     """
     if len(images) != len(references):
         raise ValueError(f"{len(images)} images but {len(references)} labels")
-    texts = [p.text for p in predict(model, images, charset, decoder, beam_width, min_length, max_length)]
+    texts = [p.text for p in predict(model, images, charset, decoder, beam_width, min_length, max_length,
+                                     locate=False)]
     references = list(references)
     return EvalResult(decoder, exact_match(texts, references),
                       exact_match([t.lower() for t in texts], [r.lower() for r in references]),
