@@ -13,7 +13,7 @@ subprocess on the very same inputs (saved to a temporary file):
 torchaudio aligns one sample per call (batch size 1), so its time for a
 batch is the sum over the samples, each timed at the same thread count as
 ctcx. Printed per configuration (T frames, N samples, C classes, L labels):
-median milliseconds per batch of each, the ratio, and how many samples got
+median milliseconds per batch of each (ctcx also with the wildcard, star=True), the ratio, and how many samples got
 the same path (where they differ, the better log-probability wins; a tie
 means both are most probable paths, pytorch/audio#4221 being the known case
 where torchaudio's is not).
@@ -76,8 +76,9 @@ def bench(config: Tuple[int, int, int, int], threads: int, repeats: int, peer: s
     lp, targets, il, tl = make_inputs(T, N, C, L)
     torch.set_num_threads(threads)
     ours_ms = timed(lambda: ctcx.forced_align(lp, targets, il, tl, batch_first=True), repeats, "cpu")
+    star_ms = timed(lambda: ctcx.forced_align(lp, targets, il, tl, batch_first=True, star=True), repeats, "cpu")
     labels, _ = ctcx.forced_align(lp, targets, il, tl, batch_first=True)
-    line = f"{f'{T},{N},{C},{L}':>16} {threads:>3} {ours_ms:10.2f}"
+    line = f"{f'{T},{N},{C},{L}':>16} {threads:>3} {ours_ms:10.2f} {star_ms:10.2f}"
     if not peer:
         return line
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +113,7 @@ def main(argv=None) -> None:
         configs, args.repeats, args.threads = [(20, 3, 6, 4)], 1, [1]
     print(f"device=cpu torch={torch.__version__} ctcx={ctcx.__version__} repeats={args.repeats} "
           f"peer={'torchaudio via ' + args.peer_python if args.peer_python else 'none'}")
-    print(f"{'T,N,C,L':>16} {'thr':>3} {'ctcx ms':>10}" + (f" {'peer ms':>12} {'speedup':>8} {'same':>8} "
+    print(f"{'T,N,C,L':>16} {'thr':>3} {'ctcx ms':>10} {'star=True':>10}" + (f" {'peer ms':>12} {'speedup':>8} {'same':>8} "
                                                             f"{'peer worse':>6}" if args.peer_python else ""))
     for config in configs:
         for threads in args.threads:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -153,26 +153,53 @@ def _extended(target: Sequence[int], blank: int) -> List[int]:
     return ext
 
 
-def forced_align_reference(log_probs: torch.Tensor, target: Sequence[int], blank: int = 0):
+def star_reference(row: Sequence[float], blank: int, before: int, after: int, penalty: float) -> float:
+    """ctcx.forced_align's wildcard at one frame (``row``: its C log-probabilities)
+    in the gap between labels ``before`` and ``after`` (-1 at an end): the best
+    class that is none of blank, before, after, plus ``penalty``; -inf if none."""
+    best = max((v for c, v in enumerate(row) if c not in (blank, before, after)), default=NEG_INF)
+    return best + penalty
+
+
+def forced_align_reference(log_probs: torch.Tensor, target: Sequence[int], blank: int = 0,
+                           star_penalty: Optional[float] = None):
     """The most probable CTC alignment of ``target`` by the Viterbi recursion
     (Graves et al. 2006's forward recursion with max for sum), float64, with
     ctcx's tie rule: among equal predecessors the one that advanced least
     (stay, then one state, then two), and at the last frame the final blank
     before the last label.
 
-    log_probs: (T, C) of one sample (its valid frames). Returns (path, score):
+    log_probs: (T, C) of one sample (its valid frames); star_penalty: None, or
+    the wildcard's penalty (ctcx.forced_align's ``star=True``: a blank state
+    takes the larger of the blank's score and the wildcard's,
+    :func:`star_reference`, the blank's on a tie; a wildcard frame is labelled
+    C). Returns (path, score):
     the class of every frame and the path's log-probability, or (None, -inf)
     when no alignment has a finite log-probability.
     """
     lp = log_probs.double().tolist()
+    C = log_probs.shape[1]
     ext = _extended(target, blank)
     S, T = len(ext), len(lp)
     if T == 0:
         return ([], 0.0) if not target else (None, NEG_INF)
+
+    def star(t, s):
+        if star_penalty is None or s % 2:
+            return NEG_INF
+        return star_reference(lp[t], blank, ext[s - 1] if s else -1, ext[s + 1] if s + 1 < S else -1,
+                              star_penalty)
+
+    def on_star(t, s):
+        return star(t, s) > lp[t][blank] if s % 2 == 0 else False
+
+    def value(t, s):
+        return star(t, s) if on_star(t, s) else lp[t][ext[s]]
+
     alpha = [NEG_INF] * S
-    alpha[0] = lp[0][ext[0]]
+    alpha[0] = value(0, 0)
     if S > 1:
-        alpha[1] = lp[0][ext[1]]
+        alpha[1] = value(0, 1)
     choices = []
     for t in range(1, T):
         new, step = [], []
@@ -182,7 +209,7 @@ def forced_align_reference(log_probs: torch.Tensor, target: Sequence[int], blank
                 best, move = alpha[s - 1], 1
             if s >= 2 and ext[s] != blank and ext[s] != ext[s - 2] and alpha[s - 2] > best:
                 best, move = alpha[s - 2], 2
-            new.append(best + lp[t][ext[s]])
+            new.append(best + value(t, s))
             step.append(move)
         alpha = new
         choices.append(step)
@@ -194,19 +221,39 @@ def forced_align_reference(log_probs: torch.Tensor, target: Sequence[int], blank
     score = alpha[s]
     path = [0] * T
     for t in range(T - 1, -1, -1):
-        path[t] = ext[s]
+        path[t] = C if on_star(t, s) else ext[s]
         if t:
             s -= choices[t - 1][s]
     return path, score
 
 
-def forced_align_brute_force(log_probs: torch.Tensor, target: Sequence[int], blank: int = 0):
+def forced_align_brute_force(log_probs: torch.Tensor, target: Sequence[int], blank: int = 0,
+                             star_penalty: Optional[float] = None):
     """Every valid CTC alignment of ``target`` (a path of T classes that
     collapses to it) with its log-probability, best first, by enumerating all
-    C**T paths (tiny T and C only). Returns [(path tuple, log-probability)]."""
+    C**T paths (tiny T and C only). With ``star_penalty``, class C is the
+    wildcard: it may stand wherever a blank may, and in the gap after the
+    k-th label it scores :func:`star_reference` with the k-th and (k+1)-th
+    labels as neighbours. Returns [(path tuple, log-probability)]."""
     lp = log_probs.double().tolist()
     T, C = len(lp), log_probs.shape[1]
     target = [int(c) for c in target]
-    out = [(path, sum(lp[t][c] for t, c in enumerate(path)))
-           for path in itertools.product(range(C), repeat=T) if collapse(path, blank) == target]
+    classes = range(C + 1) if star_penalty is not None else range(C)
+    out = []
+    for path in itertools.product(classes, repeat=T):
+        if collapse([blank if c == C else c for c in path], blank) != target:
+            continue
+        score, emitted, previous = 0.0, 0, blank
+        for t, c in enumerate(path):
+            if c == C:
+                before = target[emitted - 1] if emitted else -1
+                after = target[emitted] if emitted < len(target) else -1
+                score += star_reference(lp[t], blank, before, after, star_penalty)
+                previous = blank
+            else:
+                if c != blank and c != previous:
+                    emitted += 1
+                score += lp[t][c]
+                previous = c
+        out.append((path, score))
     return sorted(out, key=lambda p: -p[1])

@@ -19,6 +19,7 @@ pytorch/audio#4221). ``torchaudio.functional.merge_tokens`` is
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -79,9 +80,19 @@ def _targets_padded(targets, target_lengths: Lengths, N: int, C: int, blank: int
     return targets.to(device).contiguous(), lengths.to(device)
 
 
+def _star_candidates(lp: torch.Tensor, penalty: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The wildcard's candidates: each frame's K = min(4, C) most probable
+    classes, values (T, N, K) in the op math type plus ``penalty`` and classes
+    (T, N, K) int64 (csrc/include/ctcx/forced_align_star.h picks from them)."""
+    acc = torch.float64 if lp.dtype == torch.float64 else torch.float32
+    values, classes = lp.topk(min(4, lp.shape[-1]), dim=-1)
+    return (values.to(acc) + penalty).contiguous(), classes.contiguous()
+
+
 def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: Lengths = None,
                  target_lengths: Lengths = None, blank: int = 0, *, batch_first: bool = False,
-                 allow_impossible: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+                 allow_impossible: bool = False, star: bool = False,
+                 star_penalty: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """The most probable CTC alignment of each sample's target (Viterbi).
 
     For every sample, among all frame-level paths that collapse to its target
@@ -110,7 +121,30 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
     samples at once: a workspace of two bit planes of ceil((2 S + 1) / 32)
     32-bit words per frame and sample, plus two rows of 2 S + 1 scores per
     sample, 19.5 MB + 0.3 MB for the same call (S = L = 300). No (T, N, C)
-    intermediate. The outputs are (N, T) int64 and (N, T) of log_probs' dtype.
+    intermediate. The outputs are (N, T) int64 and (N, T) of log_probs' dtype;
+    ``star=True`` adds each frame's four best classes, (T, N, 4) values and
+    ids (12 or 16 bytes per candidate).
+
+    Wildcard (``star=True``; the idea of the ``<star>`` token of
+    torchaudio's MMS alignment tutorial and of ctc-forced-aligner, here
+    optional in every gap): for a transcript that misses something said or
+    written, e.g. a word left out. Any stretch of frames between two labels
+    of the target (and before the first, after the last) may then be spent
+    on a wildcard, labelled ``C`` (one past the last class) in ``labels``,
+    which scores at each frame the log-probability of the frame's most
+    probable class that is neither the blank nor a target label on either
+    side of that gap, plus ``star_penalty``: the model's best reading of
+    something the transcript does not hold there. The blank states of the
+    recursion score the larger of the blank's and the wildcard's
+    log-probability (the blank's on a tie), so the wildcard takes the frames
+    where the model reads such a label more clearly than silence, and the
+    labels of the target keep their own frames (the neighbours are excluded
+    so that the wildcard never competes with a label's own frames). A
+    negative ``star_penalty`` makes the wildcard more reluctant (``-inf``
+    turns it off). A wildcard frame between two equal labels separates them
+    as a blank does. :func:`merge_tokens` returns the wildcard's stretches as
+    spans of token ``C``. The path is exact under this scoring (the Viterbi
+    recursion over the same states) and the tie rule below holds.
 
     Args:
         log_probs: (T, N, C) log-probabilities, or (N, T, C) with
@@ -127,10 +161,14 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
         allow_impossible: instead of raising for a sample with no alignment
             of finite log-probability, return its row with blank labels and
             ``-inf`` scores on its valid frames.
+        star: allow a wildcard in every gap of the target (see above).
+        star_penalty: added to the wildcard's score at every frame it takes
+            (a log-probability, a float; <= 0 is the useful range).
 
     Returns:
         ``(labels, scores)``: labels (N, T) int64, the class emitted at each
-        frame (blank or a target label; blank past ``input_lengths``);
+        frame (blank, a target label, or ``C`` for the wildcard; blank past
+        ``input_lengths``);
         scores (N, T) of log_probs' dtype, the log-probability of that class
         at that frame (0 past ``input_lengths``), so ``scores.sum(1)`` is the
         path's log-probability.
@@ -143,10 +181,17 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
             alignment of probability 0, or NaN on its best path. On CUDA the
             value checks and this one read the device (one host sync).
     """
+    if not isinstance(star, bool):
+        raise ValueError(f"{_FN}: star must be True or False, got {star!r}")
+    if (isinstance(star_penalty, bool) or not isinstance(star_penalty, (int, float))
+            or math.isnan(star_penalty) or star_penalty == math.inf):
+        raise ValueError(f"{_FN}: star_penalty must be a real number below +inf (a log-probability), "
+                         f"got {star_penalty!r}")
     lp, il = _decode_inputs(_FN, log_probs, input_lengths, blank, batch_first)
     T, N, C = lp.shape
     tg, tl = _targets_padded(targets, target_lengths, N, C, blank, lp.device)
-    labels, scores, path = torch.ops.ctcx.ctc_forced_align(lp, tg, il, tl, blank)
+    candidates = _star_candidates(lp, float(star_penalty)) if star else (None, None)
+    labels, scores, path = torch.ops.ctcx.ctc_forced_align(lp, tg, il, tl, blank, *candidates)
     bad = ~torch.isfinite(path)
     if N and bool(bad.any()):
         if allow_impossible:

@@ -1,5 +1,6 @@
 """ctcx.forced_align and ctcx.merge_tokens against the Viterbi reference and brute force."""
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,6 +159,8 @@ def test_opcheck():
     lp, targets, il, tl = random_batch(8, 4, 5, 3, seed=1)
     args = (lp.float(), targets, torch.tensor(il), torch.tensor(tl), 0)
     torch.library.opcheck(torch.ops.ctcx.ctc_forced_align.default, args)
+    values, classes = lp.float().topk(4, -1)
+    torch.library.opcheck(torch.ops.ctcx.ctc_forced_align.default, args + (values, classes))
 
 
 def test_merge_tokens_spans_scores_and_units():
@@ -183,6 +186,112 @@ def test_aligned_spans_cover_the_target_in_order():
         assert all(a.end <= b.start for a, b in zip(spans, spans[1:])) and all(0 < s.score <= 1 for s in spans)
 
 
+@pytest.mark.parametrize("integer", [False, True], ids=["random", "ties"])
+@pytest.mark.parametrize("blank", [0, 2, 4])
+def test_star_matches_the_viterbi_reference_path_for_path(integer, blank):
+    """float64 with the wildcard: the reference's path (wildcard frames labelled C) and scores."""
+    lp, targets, il, tl = random_batch(12, 24, 5, 5, seed=30 + blank + 10 * integer, blank=blank, integer=integer)
+    penalty = -0.5 if integer else 0.0
+    labels, scores = ctcx.forced_align(lp, targets, il, tl, blank=blank, star=True, star_penalty=penalty)
+    used = 0
+    for n in range(24):
+        target = targets[n, : tl[n]].tolist()
+        path, best = forced_align_reference(lp[: il[n], n], target, blank, star_penalty=penalty)
+        assert labels[n, : il[n]].tolist() == path, (n, il[n], tl[n])
+        assert labels[n, il[n]:].eq(blank).all() and scores[n, il[n]:].eq(0).all()
+        used += path.count(5)
+        assert abs(scores[n].sum().item() - best) <= 1e-9 * max(1.0, abs(best))
+        assert collapse([blank if c == 5 else c for c in path], blank) == target
+    assert used > 20, "the cases should use the wildcard"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_star_path_is_a_most_probable_one_by_brute_force(seed):
+    rng = random.Random(seed)
+    T, C = rng.randint(1, 5), rng.randint(2, 4)
+    lp, targets, il, tl = random_batch(T, 5, C, 2, seed=40 + seed, integer=seed % 2 == 1)
+    labels, scores = ctcx.forced_align(lp, targets, il, tl, star=True, star_penalty=-0.3)
+    for n in range(5):
+        target = targets[n, : tl[n]].tolist()
+        paths = forced_align_brute_force(lp[: il[n], n], target, star_penalty=-0.3)
+        assert abs(scores[n].sum().item() - paths[0][1]) < 1e-9
+        assert tuple(labels[n, : il[n]].tolist()) in {p for p, v in paths if abs(v - paths[0][1]) < 1e-12}
+
+
+def spoken(frames, C=6, hit=-0.01, miss=-6.0, blank_miss=-3.0):
+    """(T, 1, C) float64 log-probabilities of a model that reads class ``frames[t]``
+    at frame t (blank 0), mostly blank elsewhere."""
+    lp = torch.full((len(frames), 1, C), miss, dtype=torch.float64)
+    lp[:, 0, 0] = blank_miss
+    lp[torch.arange(len(frames)), 0, torch.tensor(frames)] = hit
+    return lp
+
+
+def test_star_keeps_the_transcribed_labels_where_they_are_when_one_is_missing():
+    """Frames of a label the transcript leaves out go to the wildcard; without it
+    the neighbouring labels are pulled off their frames. The labels of the
+    target keep every frame the model gave them."""
+    lp = spoken([0, 1, 1, 0, 0, 2, 2, 0, 0, 3, 3, 0])  # the model reads "1 2 3"
+    transcript = torch.tensor([[1, 3]])  # "2" left out
+    labels, scores = ctcx.forced_align(lp, transcript, star=True)
+    assert labels[0].tolist() == [0, 1, 1, 0, 0, 6, 6, 0, 0, 3, 3, 0]
+    spans = ctcx.merge_tokens(labels, scores)[0]
+    assert [(s.token, s.start, s.end) for s in spans] == [(1, 1, 3), (6, 5, 7), (3, 9, 11)]
+    assert scores[0, 5].item() == pytest.approx(-0.01)
+    plain, _ = ctcx.forced_align(lp, transcript)
+    assert 6 not in plain[0].tolist()
+    # a penalty larger than the gain turns the wildcard down; -inf turns it off
+    assert torch.equal(ctcx.forced_align(lp, transcript, star=True, star_penalty=-3.5)[0], plain)
+    off = ctcx.forced_align(lp, transcript, star=True, star_penalty=float("-inf"))
+    assert torch.equal(off[0], plain) and torch.equal(off[1], ctcx.forced_align(lp, transcript)[1])
+    # a word missing at either end, and a repeat the wildcard separates
+    lp = spoken([4, 4, 0, 1, 1, 0, 1, 0, 5, 5])
+    labels, _ = ctcx.forced_align(lp, torch.tensor([[1, 1]]), star=True)
+    assert labels[0].tolist() == [6, 6, 0, 1, 1, 0, 1, 0, 6, 6]
+    # a label the model reads twice where the transcript has it once: the
+    # wildcard does not take a neighbour's class
+    lp = spoken([0, 1, 1, 0, 1, 1, 0, 2, 0])
+    labels, _ = ctcx.forced_align(lp, torch.tensor([[1, 2]]), star=True)
+    assert 6 not in labels[0].tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_star_in_low_precision_scores_as_the_reference_on_upcast_input(dtype):
+    lp64, targets, il, tl = random_batch(20, 16, 7, 6, seed=33)
+    lp = lp64.to(dtype)
+    labels, scores = ctcx.forced_align(lp, targets, il, tl, star=True, star_penalty=-0.5)
+    for n in range(16):
+        path = labels[n, : il[n]].tolist()
+        assert collapse([0 if c == 7 else c for c in path]) == targets[n, : tl[n]].tolist()
+        _, best = forced_align_reference(lp[: il[n], n].double(), targets[n, : tl[n]].tolist(), star_penalty=-0.5)
+        assert abs(scores[n].double().sum().item() - best) <= 2e-3 * max(1.0, abs(best))
+
+
+def test_star_with_few_classes_and_bad_arguments():
+    labels, scores = ctcx.forced_align(torch.zeros(3, 1, 1), torch.zeros(1, 0, dtype=torch.long), star=True)
+    assert labels.eq(0).all() and scores.eq(0).all()
+    # C = 3: between labels 1 and 2 nothing is left for the wildcard
+    lp = spoken([0, 1, 2, 2, 0], C=3)
+    assert 3 not in ctcx.forced_align(lp, torch.tensor([[1, 2]]), star=True)[0][0].tolist()
+    lp = torch.randn(6, 2, 4).log_softmax(-1)
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="star must be True or False"):
+            ctcx.forced_align(lp, torch.tensor([[1], [2]]), star=bad)
+    for bad in (float("nan"), float("inf"), "0", True):
+        with pytest.raises(ValueError, match="star_penalty must be a real number"):
+            ctcx.forced_align(lp, torch.tensor([[1], [2]]), star=True, star_penalty=bad)
+    args = (lp, torch.tensor([[1], [2]]), torch.tensor([6, 6]), torch.tensor([1, 1]), 0)
+    values, classes = lp.topk(4, -1)
+    with pytest.raises(ValueError, match="star_values and star_classes go together"):
+        torch.ops.ctcx.ctc_forced_align(*args, values, None)
+    with pytest.raises(ValueError, match=r"star_values must be \(T, N, K\) = \(6, 2, 1 to 4\) of Float"):
+        torch.ops.ctcx.ctc_forced_align(*args, values.double(), classes)
+    with pytest.raises(ValueError, match=r"star_classes must be \(T, N, K\)"):
+        torch.ops.ctcx.ctc_forced_align(*args, values, classes[:3])
+    with pytest.raises(ValueError, match="must hold the same K"):
+        torch.ops.ctcx.ctc_forced_align(*args, values, classes[..., :2])
+
+
 @pytest.mark.skipif(not (torch.cuda.is_available() and ctcx.cuda_available()), reason="needs a GPU and ctcx's CUDA kernels")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_gives_the_cpu_path_bit_for_bit(dtype):
@@ -191,7 +300,63 @@ def test_cuda_gives_the_cpu_path_bit_for_bit(dtype):
     cpu = ctcx.forced_align(lp, targets, il, tl, allow_impossible=True)
     gpu = ctcx.forced_align(lp.cuda(), targets.cuda(), il, tl, allow_impossible=True)
     assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+    cpu = ctcx.forced_align(lp, targets, il, tl, allow_impossible=True, star=True, star_penalty=-0.5)
+    gpu = ctcx.forced_align(lp.cuda(), targets.cuda(), il, tl, allow_impossible=True, star=True, star_penalty=-0.5)
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
     long_lp, long_targets, long_il, long_tl = random_batch(2000, 4, 40, 300, seed=13)
     cpu = ctcx.forced_align(long_lp.float(), long_targets, long_il, long_tl)
     gpu = ctcx.forced_align(long_lp.float().cuda(), long_targets.cuda(), long_il, long_tl)
     assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+
+
+MEMORY_PROBE = r"""
+import sys, torch, ctcx
+def peak():  # this process's peak resident set (VmHWM), bytes
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+torch.set_num_threads(int(sys.argv[1]))
+g = torch.Generator().manual_seed(0)
+T, N, C, L = 2000, 64, 40, 300
+lp = torch.randn(T, N, C, generator=g).log_softmax(-1)
+targets = torch.randint(1, C, (N, L), generator=g)
+ctcx.forced_align(lp[:, :2], targets[:2])  # warm up: the library's own one-off allocations
+if len(sys.argv) > 2:  # the probe's own check: a 19.2 MB allocation must show
+    labels, scores = ctcx.forced_align(lp, targets)
+    del labels, scores
+    open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current resident set
+    before = peak()
+    torch.ones(int(2 * 2000 * 64 * 601 / 8), dtype=torch.uint8)
+    print(peak() - before)
+    sys.exit()
+labels, scores = ctcx.forced_align(lp, targets)
+del labels, scores
+open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current resident set
+before = peak()
+labels, scores = ctcx.forced_align(lp, targets)
+print(peak() - before)
+"""
+
+
+def test_cpu_memory_stays_far_below_the_two_bit_bound(threads=2):
+    """The docstring's promise for (T, N, L) = (2000, 64, 300): per thread one
+    sample's 2-bit backpointers (302 KB), nothing per batch but the outputs
+    (1.5 MB), against 19.2 MB for 2 bits per state of the whole batch. Peak
+    resident memory (VmHWM, reset just before the call) grows by less than
+    half that bound (one byte per state would be 77 MB); the same probe sees
+    an allocation of the bound's size."""
+    import subprocess
+    import sys
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak resident set")
+
+    def probe(*extra):
+        out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(threads), *extra], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[-1])
+
+    bound = 2 * 2000 * 64 * 601 / 8
+    grown = probe()
+    assert grown < bound / 2, f"peak RSS grew {grown / 1e6:.1f} MB, bound {bound / 1e6:.1f} MB"
+    assert probe("calibrate") > bound / 2

@@ -3,6 +3,11 @@
 // label sequence, one sample per task (at::parallel_for over the batch),
 // 2-bit backpointers, then the path traced back from the last frame.
 //
+// With a wildcard ("star", ctcx/align.py; scored by ctcx/forced_align_star.h),
+// a blank state's value at a frame is the larger of the blank's
+// log-probability and the wildcard's score in that gap (the blank's on a tie),
+// and a frame spent on the wildcard is labelled C.
+//
 // Ties (ctcx/align.py documents them): among equal predecessors the one that
 // advanced least wins (stay, then one state, then two), and at the last frame
 // the final blank wins over the last label. Scores accumulate in the op math
@@ -17,10 +22,12 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <vector>
 
 #include "ctcx/forced_align_checks.h"
+#include "ctcx/forced_align_star.h"
 
 namespace ctcx {
 namespace {
@@ -34,11 +41,12 @@ inline int get_move(const uint8_t* row, int64_t s) { return (row[s >> 2] >> ((s 
 template <typename scalar_t>
 void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t target_stride,
                            const int64_t* input_lengths, const int64_t* target_lengths,
-                           int64_t blank, int64_t* labels, scalar_t* scores,
+                           int64_t blank, const at::opmath_type<scalar_t>* star_values,
+                           const int64_t* star_classes, int64_t K, int64_t* labels, scalar_t* scores,
                            at::opmath_type<scalar_t>* path_scores) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
-  const int64_t T = x.size(0), N = x.size(1);
+  const int64_t T = x.size(0), N = x.size(1), C = x.size(2);
   const int64_t st = x.stride(0), sn = x.stride(1);
   const scalar_t* data = x.const_data_ptr<scalar_t>();
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
@@ -49,6 +57,20 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       const int64_t frames = input_lengths[n], L = target_lengths[n], S = 2 * L + 1;
       const int64_t* target = targets + n * target_stride;
       const scalar_t* lp = data + n * sn;
+      // The wildcard's score at frame t in the gap of blank state s.
+      const auto star = [&](int64_t t, int64_t s) -> acc_t {
+        const int64_t base = (t * N + n) * K;
+        return star_score(star_values + base, star_classes + base, K, blank, s > 0 ? ext[s - 1] : -1,
+                          s + 1 < S ? ext[s + 1] : -1);
+      };
+      // Extended state s's value at frame t: its class's log-probability, or
+      // for a blank state with a wildcard the larger of that and the wildcard's.
+      const auto value = [&](int64_t t, int64_t s) -> acc_t {
+        const acc_t v = static_cast<acc_t>(lp[t * st + ext[s]]);
+        if (star_values == nullptr || (s & 1)) return v;
+        const acc_t w = star(t, s);
+        return w > v ? w : v;
+      };
       int64_t* out_labels = labels + n * T;
       scalar_t* out_scores = scores + n * T;
       for (int64_t t = 0; t < T; ++t) {
@@ -65,10 +87,9 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       moves.assign(frames * row_bytes, 0);
       alpha.assign(S, kNegInf);
       next.assign(S, kNegInf);
-      alpha[0] = static_cast<acc_t>(lp[blank]);
-      if (S > 1) alpha[1] = static_cast<acc_t>(lp[ext[1]]);
+      alpha[0] = value(0, 0);
+      if (S > 1) alpha[1] = value(0, 1);
       for (int64_t t = 1; t < frames; ++t) {
-        const scalar_t* row = lp + t * st;
         uint8_t* move_row = moves.data() + t * row_bytes;
         for (int64_t s = 0; s < S; ++s) {
           acc_t best = alpha[s];
@@ -81,7 +102,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
             best = alpha[s - 2];
             move = 2;
           }
-          next[s] = best + static_cast<acc_t>(row[ext[s]]);
+          next[s] = best + value(t, s);
           if (move) put_move(move_row, s, move);
         }
         alpha.swap(next);
@@ -93,8 +114,15 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         continue;
       }
       for (int64_t t = frames - 1; t >= 0; --t) {
-        out_labels[t] = ext[s];
-        out_scores[t] = lp[t * st + ext[s]];
+        const scalar_t v = lp[t * st + ext[s]];
+        const acc_t w = star_values != nullptr && !(s & 1) ? star(t, s) : kNegInf;
+        if (w > static_cast<acc_t>(v)) {
+          out_labels[t] = C;
+          out_scores[t] = static_cast<scalar_t>(w);
+        } else {
+          out_labels[t] = ext[s];
+          out_scores[t] = v;
+        }
         s -= get_move(moves.data() + t * row_bytes, s);
       }
     }
@@ -103,9 +131,13 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forced_align_cpu(
     const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
-    const at::Tensor& target_lengths, int64_t blank) {
+    const at::Tensor& target_lengths, int64_t blank, const std::optional<at::Tensor>& star_values,
+    const std::optional<at::Tensor>& star_classes) {
   const char* fn = "ctcx.forced_align";
-  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank);
+  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank, star_values,
+                            star_classes);
+  const at::Tensor sv = star_values.has_value() ? star_values->contiguous() : at::Tensor();
+  const at::Tensor sc = star_classes.has_value() ? star_classes->contiguous() : at::Tensor();
   const at::Tensor il = input_lengths.contiguous(), tl = target_lengths.contiguous();
   const at::Tensor tg = targets.contiguous();
   check_forced_align_values_cpu(fn, log_probs, tg, il, tl, blank);
@@ -118,7 +150,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forced_align_cpu(
       at::kHalf, at::kBFloat16, log_probs.scalar_type(), "ctcx_forced_align_cpu", [&] {
         forced_align_cpu_impl<scalar_t>(
             log_probs, tg.const_data_ptr<int64_t>(), tg.size(1), il.const_data_ptr<int64_t>(),
-            tl.const_data_ptr<int64_t>(), blank, labels.mutable_data_ptr<int64_t>(),
+            tl.const_data_ptr<int64_t>(), blank,
+            sv.defined() ? sv.const_data_ptr<at::opmath_type<scalar_t>>() : nullptr,
+            sc.defined() ? sc.const_data_ptr<int64_t>() : nullptr, sv.defined() ? sv.size(2) : 0,
+            labels.mutable_data_ptr<int64_t>(),
             scores.mutable_data_ptr<scalar_t>(),
             path_scores.mutable_data_ptr<at::opmath_type<scalar_t>>());
       });

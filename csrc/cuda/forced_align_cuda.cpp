@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <optional>
 #include <tuple>
 
 #include "ctcx/forced_align_checks.h"
@@ -19,12 +20,16 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forced_align_cuda(
     const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
-    const at::Tensor& target_lengths, int64_t blank) {
+    const at::Tensor& target_lengths, int64_t blank, const std::optional<at::Tensor>& star_values,
+    const std::optional<at::Tensor>& star_classes) {
   const char* fn = "ctcx.forced_align";
-  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank);
+  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank, star_values,
+                            star_classes);
   const c10::cuda::CUDAGuard guard(log_probs.device());
   const at::Tensor il = input_lengths.contiguous(), tl = target_lengths.contiguous();
   const at::Tensor tg = targets.contiguous();
+  const at::Tensor sv = star_values.has_value() ? star_values->contiguous() : at::Tensor();
+  const at::Tensor sc = star_classes.has_value() ? star_classes->contiguous() : at::Tensor();
   const int64_t T = log_probs.size(0), N = log_probs.size(1);
   const auto acc = log_probs.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor labels = at::empty({N, T}, il.options());
@@ -45,6 +50,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forced_align_cuda(
         p.input_lengths = il.const_data_ptr<int64_t>();
         p.target_lengths = tl.const_data_ptr<int64_t>();
         p.blank = blank;
+        p.star_values = sv.defined() ? sv.const_data_ptr<acc_t>() : nullptr;
+        p.star_classes = sc.defined() ? sc.const_data_ptr<int64_t>() : nullptr;
+        p.K = sv.defined() ? sv.size(2) : 0;
         p.labels = labels.mutable_data_ptr<int64_t>();
         p.scores = scores.mutable_data_ptr<scalar_t>();
         p.path_scores = path_scores.mutable_data_ptr<acc_t>();

@@ -26,6 +26,10 @@ struct ForcedAlignParams {
   const int64_t* input_lengths;   // (N,); clamped into [0, T]
   const int64_t* target_lengths;  // (N,); clamped into [0, S]
   int64_t blank;
+  // The wildcard's candidates (ctcx/forced_align_star.h), or nullptr for none:
+  const acc_t* star_values;     // (T, N, K)
+  const int64_t* star_classes;  // (T, N, K)
+  int64_t K;
 
   int64_t* labels;     // (N, T)
   scalar_t* scores;    // (N, T)

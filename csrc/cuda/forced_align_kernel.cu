@@ -3,7 +3,8 @@
 // stride of states, a barrier per frame), packs every frame's moves into two
 // bit planes with warp ballots (2 bits per state), and its first thread traces
 // the path back. The comparisons, tie rule and additions are those of the CPU
-// op (csrc/cpu/forced_align_cpu.cpp), so both return the same path bit for bit.
+// op (csrc/cpu/forced_align_cpu.cpp), so both return the same path bit for bit,
+// wildcard (star) included.
 // Lengths are clamped and a label outside [0, C) scores NaN, which no
 // comparison prefers, so such a sample has no finite path: unchecked values
 // stay memory-safe.
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "ctcx/forced_align_star.h"
 #include "forced_align_cuda.h"
 #include "launch.cuh"
 
@@ -35,14 +37,30 @@ struct Sample {
   const scalar_t* lp;
   const int64_t* target;
   int64_t L, C, blank, stride_t;
+  // The wildcard's candidates of this sample at frame 0 (frame t: + t N K), or nullptr.
+  const acc_t* star_values;
+  const int64_t* star_classes;
+  int64_t N, K;
 
   // The class of extended state s and its log-probability at frame t (NaN
-  // for a label outside [0, C), which is then read nowhere).
+  // for a label outside [0, C), which is then read nowhere); with a
+  // wildcard, a blank state's value is the larger of the blank's and the
+  // wildcard's (the blank's on a tie), as on the CPU.
   __device__ int64_t ext(int64_t s) const { return (s & 1) ? target[s >> 1] : blank; }
+  // The wildcard's score at frame t in the gap of blank state s (-inf without one).
+  __device__ acc_t star(int64_t t, int64_t s) const {
+    if (star_values == nullptr) return -std::numeric_limits<acc_t>::infinity();
+    const int64_t base = t * N * K;
+    return star_score(star_values + base, star_classes + base, K, blank, s > 0 ? ext(s - 1) : -1,
+                      s + 1 < 2 * L + 1 ? ext(s + 1) : -1);
+  }
   __device__ acc_t value(int64_t t, int64_t s) const {
     const int64_t c = ext(s);
     if (c < 0 || c >= C) return std::numeric_limits<acc_t>::quiet_NaN();
-    return static_cast<acc_t>(lp[t * stride_t + c]);
+    const acc_t v = static_cast<acc_t>(lp[t * stride_t + c]);
+    if (star_values == nullptr || (s & 1)) return v;
+    const acc_t w = star(t, s);
+    return w > v ? w : v;
   }
 };
 
@@ -55,7 +73,8 @@ __global__ void __launch_bounds__(kThreads) forced_align_kernel(ForcedAlignParam
   const int64_t L = clamp_to(p.target_lengths[n], p.S);
   const int64_t states = 2 * L + 1;
   const Sample<scalar_t> x{p.log_probs + n * p.stride_n, p.targets + n * p.S, L, p.C, p.blank,
-                           p.stride_t};
+                           p.stride_t, p.star_values == nullptr ? nullptr : p.star_values + n * p.K,
+                           p.star_classes == nullptr ? nullptr : p.star_classes + n * p.K, p.N, p.K};
 
   const int64_t width = 2 * p.S + 1;
   acc_t* alpha = static_cast<acc_t*>(p.workspace) + n * 2 * width;
@@ -125,8 +144,14 @@ __global__ void __launch_bounds__(kThreads) forced_align_kernel(ForcedAlignParam
     if (!(total > neg_inf)) return;
     for (int64_t t = frames - 1; t >= 0; --t) {
       const int64_t c = x.ext(s);
-      labels[t] = c;
-      scores[t] = x.lp[t * x.stride_t + c];
+      const acc_t w = (s & 1) ? -std::numeric_limits<acc_t>::infinity() : x.star(t, s);
+      if (w > static_cast<acc_t>(x.lp[t * x.stride_t + c])) {
+        labels[t] = p.C;
+        scores[t] = static_cast<scalar_t>(w);
+      } else {
+        labels[t] = c;
+        scores[t] = x.lp[t * x.stride_t + c];
+      }
       if (t > 0) {
         const uint32_t* plane = moves + t * 2 * words;
         const int bit = static_cast<int>(s % kWarp);

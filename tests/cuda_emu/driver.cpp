@@ -240,6 +240,14 @@ void run_align(const std::string& dir, const Case& c) {
   p.S = num(c, "S");
   p.target_lengths = tl->as<int64_t>();
   p.blank = num(c, "blank");
+  std::unique_ptr<Buffer> star_values, star_classes;
+  if (num(c, "star")) {
+    star_values = load(dir, "star_values");
+    star_classes = load(dir, "star_classes");
+    p.star_values = star_values->as<acc_t>();
+    p.star_classes = star_classes->as<int64_t>();
+    p.K = num(c, "K");
+  }
   Buffer labels(static_cast<size_t>(p.N * p.T) * sizeof(int64_t), 41);
   Buffer scores(static_cast<size_t>(p.N * p.T) * sizeof(scalar_t), 42);
   Buffer path(static_cast<size_t>(p.N) * sizeof(acc_t), 43);
@@ -252,6 +260,7 @@ void run_align(const std::string& dir, const Case& c) {
   save(dir, "labels", labels.p, labels.bytes);
   save(dir, "scores", scores.p, scores.bytes);
   save(dir, "path_scores", path.p, path.bytes);
+  std::printf("workspace_bytes=%zu ", workspace.bytes);
 }
 
 template <template <typename> class Run>
