@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 from ctcx.captcha import TrainConfig, evaluate, load_checkpoint, predict, read_checkpoint, train
@@ -253,6 +254,22 @@ def test_greedy_reading_and_character_probabilities():
     assert reading.char_columns == [(0, 8), (12, 16), (16, 20)]
 
 
+def test_char_cells_tile_the_text_around_the_spans_and_draw_spans_marks_them():
+    from ctcx.captcha.spans import char_cells, draw_spans
+
+    assert char_cells([(16, 20), (40, 48), (92, 96), (140, 144)], 160) == [(5, 31), (31, 69), (69, 118), (118, 160)]
+    assert char_cells([(8, 12)], 50) == [(0, 50)] and char_cells([], 50) == []
+    assert char_cells([(0, 4), (4, 8)], 10) == [(0, 4), (4, 8)]
+    image = Image.new("L", (40, 20), 255)
+    picture = draw_spans(image, "ab", [(4, 8), (24, 28)])
+    assert picture.mode == "RGB" and picture.size[0] == 40 and picture.size[1] > 20
+    pixels = np.asarray(picture)
+    assert (pixels[0, 4] != 255).any() and (pixels[0, 25] != 255).any()  # the span bars
+    assert (pixels[10, 16] != 255).any() and (pixels[10, 10] == 255).all()  # a cell boundary, blank inside
+    with pytest.raises(ValueError, match="1 spans for the 2 characters"):
+        draw_spans(image, "ab", [(4, 8)])
+
+
 def test_predict_gives_each_image_the_same_reading_alone_or_in_a_mixed_batch(trained):
     config = trained.config
     images = [DrawnCaptchas(DrawSpec(config.charset, 1, 2, size), 1, "p", config.input_height)[i][0]
@@ -313,11 +330,36 @@ def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys, monkeypa
     assert out.count("12 images") == 3 and "ignoring case" in out and "beam 10, length 1-2" in out
     assert main(["predict", str(folder), "-c", checkpoint, "-o", str(tmp_path / "p.tsv")]) == 0
     rows = (tmp_path / "p.tsv").read_text().splitlines()
-    assert rows[0] == "path\tlabel\tconfidence\tchar_probs\tchar_columns" and len(rows) == 13
-    for row in rows[1:]:  # one start-end pair of the image's own columns per character
-        _, label, _, _, columns = row.split("\t")
-        pairs = [tuple(map(int, c.split("-"))) for c in columns.split()]
-        assert len(pairs) == len(label) and all(0 <= a < b <= 64 for a, b in pairs)
+    assert rows[0] == "path\tlabel\tconfidence\tchar_probs" and len(rows) == 13
+    assert main(["predict", str(folder), "-c", checkpoint, "-o", str(tmp_path / "s.tsv"), "--spans",
+                 "--draw", str(tmp_path / "drawn")]) == 0
+    rows = (tmp_path / "s.tsv").read_text().splitlines()
+    assert rows[0] == "path\tlabel\tconfidence\tchar_probs\tchar_frames\tchar_columns\tchar_cells"
+    assert len(rows) == 13
+    for row in rows[1:]:  # per character a start-end pair: frames, the image's own columns, cells
+        path, label, _, _, frames, columns, cells = row.split("\t")
+        frames, columns, cells = ([tuple(map(int, c.split("-"))) for c in f.split()] for f in (frames, columns, cells))
+        assert len(frames) == len(columns) == len(cells) == len(label)
+        assert all(0 <= a < b <= 64 // 4 * 1.25 for a, b in frames)  # 64x32 images: 80 input columns, 20 frames
+        assert all(0 <= a < b <= 64 for a, b in columns)
+        bounds = [b for span in columns for b in span]
+        assert bounds == sorted(bounds)  # reading order
+        assert all(c[0] <= s[0] and s[1] <= c[1] for s, c in zip(columns, cells))  # a cell holds its span
+        assert all(x[1] == y[0] for x, y in zip(cells, cells[1:]))  # cells tile the text
+        drawn = tmp_path / "drawn" / f"{Path(path).stem}.spans.png"
+        with Image.open(drawn) as picture:
+            assert picture.size[0] == 64 and picture.size[1] > 32
+    assert len(list((tmp_path / "drawn").iterdir())) == 12
+    # never over an input image: a user's file that a drawing would replace stops the run first
+    own = tmp_path / "own"
+    own.mkdir()
+    first, second = sorted(folder.iterdir())[:2]
+    (own / first.name).write_bytes(first.read_bytes())
+    (own / f"{first.stem}.spans.png").write_bytes(second.read_bytes())
+    before = {p.name: p.read_bytes() for p in own.iterdir()}
+    assert main(["predict", str(own), "-c", checkpoint, "--draw", str(own)]) == 2
+    assert "is one of the input images" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in own.iterdir()} == before
     # onnxruntime is a pinned dependency (requirements.txt): the check always runs
     assert main(["export", "-c", checkpoint, "-o", str(tmp_path / "m.onnx"), "--check-dir", str(folder)]) == 0
     assert "onnxruntime matches torch on 12 images" in capsys.readouterr().out

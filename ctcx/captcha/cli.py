@@ -189,6 +189,14 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
         p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
         _option(p, "-c", "--checkpoint", **checkpoint)
         _option(p, "-o", "--output", default="", metavar="FILE", help="write the table here (atomically)")
+        _option(p, "--spans", action="store_true",
+                help="add where each character sits, from the most probable alignment of the reading "
+                     "(ctcx.forced_align): its span in CTC frames (char_frames) and in the image's pixel "
+                     "columns (char_columns), and its cell, the columns nearer to its span than to its "
+                     "neighbours' (char_cells); all [start, end)")
+        _option(p, "--draw", default="", metavar="DIR",
+                help="also write each image with a box over every character's columns to DIR "
+                     "(NAME.spans.png; never over an input image)")
         _decode_options(p)
     elif command == "export":
         p = argparse.ArgumentParser(prog=prog, description="Export a checkpoint to ONNX (dynamic batch and "
@@ -306,25 +314,51 @@ def _image_paths(paths: List[str]) -> List[Path]:
 
 def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import atomic_write, load_checkpoint
-    from .evaluate import predict
+    from .evaluate import FRAME_COLUMNS, predict
     from .folder import load_image
     from .images import preprocess
+    from .spans import char_cells, draw_spans
     from .train import resolve_device
 
     model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
     paths = _image_paths(args.paths)
+    draw_dir = Path(args.draw) if args.draw else None
+    if draw_dir is not None:
+        drawn = [draw_dir / f"{p.stem}.spans.png" for p in paths]
+        inputs = {p.resolve() for p in paths}
+        clash = next((d for d in drawn if d.resolve() in inputs), None)
+        if clash is not None:
+            raise ValueError(f"--draw: {clash} is one of the input images; choose another folder")
+        if len(set(drawn)) < len(drawn):
+            raise ValueError("--draw: two input images share a file name stem; draw them in separate runs")
     originals = [load_image(p) for p in paths]
     images = [preprocess(image, **config.preprocessing) for image in originals]
+    locate = args.spans or draw_dir is not None
     readings = predict(model, images, config.charset, args.decode, args.beam_width, config.min_length,
-                       config.max_length)
+                       config.max_length, locate=locate)
 
-    def columns(reading, original, image) -> str:  # model-input columns -> the image's own pixel columns
+    def columns(reading, original, image):  # model-input columns -> the image's own pixel columns
         scale = original.size[0] / image.shape[-1]
-        return " ".join(f"{round(a * scale)}-{round(b * scale)}" for a, b in reading.char_columns)
+        return [(round(a * scale), round(b * scale)) for a, b in reading.char_columns]
 
-    lines = ["path\tlabel\tconfidence\tchar_probs\tchar_columns"] + [
-        f"{p}\t{r.text}\t{r.confidence:.4f}\t{' '.join(f'{q:.4f}' for q in r.char_probs)}\t{columns(r, o, i)}"
-        for p, r, o, i in zip(paths, readings, originals, images)]
+    def pairs(spans) -> str:
+        return " ".join(f"{a}-{b}" for a, b in spans)
+
+    header = "path\tlabel\tconfidence\tchar_probs" + ("\tchar_frames\tchar_columns\tchar_cells"
+                                                         if args.spans else "")
+    lines = [header]
+    for p, r, o, i in zip(paths, readings, originals, images):
+        line = f"{p}\t{r.text}\t{r.confidence:.4f}\t{' '.join(f'{q:.4f}' for q in r.char_probs)}"
+        if args.spans:
+            frames = [(a // FRAME_COLUMNS, b // FRAME_COLUMNS) for a, b in r.char_columns]
+            spans = columns(r, o, i)
+            line += f"\t{pairs(frames)}\t{pairs(spans)}\t{pairs(char_cells(spans, o.size[0]))}"
+        lines.append(line)
+    if draw_dir is not None:
+        for target, r, o, i in zip(drawn, readings, originals, images):
+            picture = draw_spans(o, r.text, columns(r, o, i))
+            atomic_write(target, lambda tmp: picture.save(tmp, format="PNG"))
+        print(f"{len(drawn)} images with their characters' spans written to {draw_dir}")
     if args.output:
         atomic_write(args.output, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
         print(f"{len(readings)} readings written to {args.output}")
