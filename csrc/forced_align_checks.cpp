@@ -3,7 +3,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <tuple>
+#include <cmath>
+#include <limits>
 
 #include "ctcx/ctc_decode_checks.h"
 
@@ -12,8 +13,7 @@ namespace ctcx {
 void check_forced_align_layout(const char* fn, const at::Tensor& log_probs,
                                const at::Tensor& targets, const at::Tensor& input_lengths,
                                const at::Tensor& target_lengths, int64_t blank,
-                               const std::optional<at::Tensor>& star_values,
-                               const std::optional<at::Tensor>& star_classes) {
+                               std::optional<double> star_penalty) {
   check_decode_layout(fn, log_probs, input_lengths, blank);
   const int64_t N = log_probs.size(1);
   TORCH_CHECK_VALUE(targets.scalar_type() == at::kLong && targets.dim() == 2 && targets.size(0) == N,
@@ -28,23 +28,10 @@ void check_forced_align_layout(const char* fn, const at::Tensor& log_probs,
                       ": targets and target_lengths must be on log_probs' device ",
                       log_probs.device(), ", got ", t->device());
   }
-  TORCH_CHECK_VALUE(star_values.has_value() == star_classes.has_value(), fn,
-                    ": star_values and star_classes go together (both or neither)");
-  if (star_values.has_value()) {
-    const auto acc = log_probs.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    const int64_t T = log_probs.size(0);
-    for (const auto& [t, dtype, name] :
-         {std::tuple<const at::Tensor*, at::ScalarType, const char*>{&*star_values, acc, "star_values"},
-          {&*star_classes, at::kLong, "star_classes"}}) {
-      TORCH_CHECK_VALUE(t->scalar_type() == dtype && t->dim() == 3 && t->size(0) == T && t->size(1) == N &&
-                            t->size(2) >= 1 && t->size(2) <= 4 && t->device() == log_probs.device(),
-                        fn, ": ", name, " must be (T, N, K) = (", T, ", ", N, ", 1 to 4) of ", dtype,
-                        " on ", log_probs.device(), ", got ", t->sizes(), " of ", t->scalar_type(),
-                        " on ", t->device());
-    }
-    TORCH_CHECK_VALUE(star_values->size(2) == star_classes->size(2), fn,
-                      ": star_values and star_classes must hold the same K, got ", star_values->size(2),
-                      " and ", star_classes->size(2));
+  if (star_penalty.has_value()) {
+    const double p = *star_penalty;
+    TORCH_CHECK_VALUE(!std::isnan(p) && p < std::numeric_limits<double>::infinity(), fn,
+                      ": star_penalty must be a real number below +inf, got ", p);
   }
 }
 

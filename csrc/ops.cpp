@@ -68,16 +68,14 @@ TORCH_LIBRARY(ctcx, m) {
   // for samples without one; scores (N, T) in log_probs' dtype: log_probs of
   // those classes, 0 where labels is padding; path_scores (N,) the path's
   // log-probability in the op math type, -inf (or NaN) where no alignment has
-  // a finite one). Ties: see ctcx/align.py. The wildcard, optional:
-  // star_values (T, N, K) in the op math type and star_classes (T, N, K)
-  // int64, each frame's K <= 4 most probable classes (values plus the
-  // penalty); a blank state then scores the larger of the blank's and the
-  // wildcard's (ctcx/forced_align_star.h; the blank's on a tie), and frames
+  // a finite one). Ties: see ctcx/align.py. star_penalty, optional: the
+  // wildcard (ctcx/align.py): a blank state then scores the larger of the
+  // blank's log-probability and the best class that is neither the blank nor
+  // a label beside its gap, plus star_penalty (the blank's on a tie); frames
   // spent on the wildcard are labelled C with its score.
   m.def(
       "ctc_forced_align(Tensor log_probs, Tensor targets, Tensor input_lengths, "
-      "Tensor target_lengths, int blank, Tensor? star_values=None, Tensor? star_classes=None) "
-      "-> (Tensor, Tensor, Tensor)");
+      "Tensor target_lengths, int blank, float? star_penalty=None) -> (Tensor, Tensor, Tensor)");
 }
 
 // The extension is loaded as a Python module only to run the registrations

@@ -81,9 +81,9 @@ def _targets_padded(targets, target_lengths: Lengths, N: int, C: int, blank: int
 
 
 def _star_candidates(lp: torch.Tensor, penalty: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The wildcard's candidates: each frame's K = min(4, C) most probable
-    classes, values (T, N, K) in the op math type plus ``penalty`` and classes
-    (T, N, K) int64 (csrc/include/ctcx/forced_align_star.h picks from them)."""
+    """The wildcard's candidates as the CUDA glue makes them (csrc/cuda/forced_align_cuda.cpp;
+    for the CUDA emulation tests): each frame's min(4, C) best classes, values
+    (T, N, K) in the op math type plus ``penalty`` and classes (T, N, K) int64."""
     acc = torch.float64 if lp.dtype == torch.float64 else torch.float32
     values, classes = lp.topk(min(4, lp.shape[-1]), dim=-1)
     return (values.to(acc) + penalty).contiguous(), classes.contiguous()
@@ -122,8 +122,8 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
     32-bit words per frame and sample, plus two rows of 2 S + 1 scores per
     sample, 19.5 MB + 0.3 MB for the same call (S = L = 300). No (T, N, C)
     intermediate. The outputs are (N, T) int64 and (N, T) of log_probs' dtype;
-    ``star=True`` adds each frame's four best classes, (T, N, 4) values and
-    ids (12 or 16 bytes per candidate).
+    on CUDA ``star=True`` adds each frame's four best classes, (T, N, 4)
+    values and ids (12 or 16 bytes per candidate).
 
     Wildcard (``star=True``; the idea of the ``<star>`` token of
     torchaudio's MMS alignment tutorial and of ctc-forced-aligner, here
@@ -190,8 +190,8 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
     lp, il = _decode_inputs(_FN, log_probs, input_lengths, blank, batch_first)
     T, N, C = lp.shape
     tg, tl = _targets_padded(targets, target_lengths, N, C, blank, lp.device)
-    candidates = _star_candidates(lp, float(star_penalty)) if star else (None, None)
-    labels, scores, path = torch.ops.ctcx.ctc_forced_align(lp, tg, il, tl, blank, *candidates)
+    labels, scores, path = torch.ops.ctcx.ctc_forced_align(lp, tg, il, tl, blank,
+                                                           float(star_penalty) if star else None)
     bad = ~torch.isfinite(path)
     if N and bool(bad.any()):
         if allow_impossible:

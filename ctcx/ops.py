@@ -126,8 +126,7 @@ def _ctc_beam_search_fake(log_probs, input_lengths, beam_width, top_k, blank, mi
 
 
 @torch.library.register_fake("ctcx::ctc_forced_align")
-def _ctc_forced_align_fake(log_probs, targets, input_lengths, target_lengths, blank, star_values=None,
-                           star_classes=None):
+def _ctc_forced_align_fake(log_probs, targets, input_lengths, target_lengths, blank, star_penalty=None):
     torch._check(log_probs.dim() == 3, lambda: "log_probs must be (T, N, C)")
     T, N, _ = log_probs.shape
     score_dtype = torch.float64 if log_probs.dtype == torch.float64 else torch.float32

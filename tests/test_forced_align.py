@@ -159,8 +159,7 @@ def test_opcheck():
     lp, targets, il, tl = random_batch(8, 4, 5, 3, seed=1)
     args = (lp.float(), targets, torch.tensor(il), torch.tensor(tl), 0)
     torch.library.opcheck(torch.ops.ctcx.ctc_forced_align.default, args)
-    values, classes = lp.float().topk(4, -1)
-    torch.library.opcheck(torch.ops.ctcx.ctc_forced_align.default, args + (values, classes))
+    torch.library.opcheck(torch.ops.ctcx.ctc_forced_align.default, args + (-0.5,))
 
 
 def test_merge_tokens_spans_scores_and_units():
@@ -281,15 +280,9 @@ def test_star_with_few_classes_and_bad_arguments():
         with pytest.raises(ValueError, match="star_penalty must be a real number"):
             ctcx.forced_align(lp, torch.tensor([[1], [2]]), star=True, star_penalty=bad)
     args = (lp, torch.tensor([[1], [2]]), torch.tensor([6, 6]), torch.tensor([1, 1]), 0)
-    values, classes = lp.topk(4, -1)
-    with pytest.raises(ValueError, match="star_values and star_classes go together"):
-        torch.ops.ctcx.ctc_forced_align(*args, values, None)
-    with pytest.raises(ValueError, match=r"star_values must be \(T, N, K\) = \(6, 2, 1 to 4\) of Float"):
-        torch.ops.ctcx.ctc_forced_align(*args, values.double(), classes)
-    with pytest.raises(ValueError, match=r"star_classes must be \(T, N, K\)"):
-        torch.ops.ctcx.ctc_forced_align(*args, values, classes[:3])
-    with pytest.raises(ValueError, match="must hold the same K"):
-        torch.ops.ctcx.ctc_forced_align(*args, values, classes[..., :2])
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="star_penalty must be a real number below"):
+            torch.ops.ctcx.ctc_forced_align(*args, bad)
 
 
 @pytest.mark.skipif(not (torch.cuda.is_available() and ctcx.cuda_available()), reason="needs a GPU and ctcx's CUDA kernels")

@@ -3,10 +3,14 @@
 // label sequence, one sample per task (at::parallel_for over the batch),
 // 2-bit backpointers, then the path traced back from the last frame.
 //
-// With a wildcard ("star", ctcx/align.py; scored by ctcx/forced_align_star.h),
-// a blank state's value at a frame is the larger of the blank's
-// log-probability and the wildcard's score in that gap (the blank's on a tie),
-// and a frame spent on the wildcard is labelled C.
+// With a wildcard ("star", ctcx/align.py), a blank state's value at a frame
+// is the larger of the blank's log-probability and the wildcard's score in
+// that gap (the blank's on a tie), and a frame spent on the wildcard is
+// labelled C. The wildcard scores the best class that is neither the blank
+// nor a label beside the gap, plus the penalty: here from the frame's three
+// best non-blank classes (found by one scan of the row; NaN ranks first, as
+// in torch.topk), on CUDA from torch.topk's four best classes through
+// ctcx/forced_align_star.h; the value is the same either way.
 //
 // Ties (ctcx/align.py documents them): among equal predecessors the one that
 // advanced least wins (stay, then one state, then two), and at the last frame
@@ -20,56 +24,168 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "ctcx/forced_align_checks.h"
-#include "ctcx/forced_align_star.h"
 
 namespace ctcx {
 namespace {
 
-// Moves are 2 bits: 0 stay, 1 from the previous state, 2 from two back.
-inline void put_move(uint8_t* row, int64_t s, int move) {
-  row[s >> 2] |= static_cast<uint8_t>(move << ((s & 3) * 2));
-}
 inline int get_move(const uint8_t* row, int64_t s) { return (row[s >> 2] >> ((s & 3) * 2)) & 3; }
+
+// One frame of the recursion over all S states, branch-free so that the
+// compiler vectorizes it: prev and next hold two -inf cells before state 0
+// (so s - 1 and s - 2 need no bounds checks), skip is 0 where the move from
+// s - 2 is allowed and -inf where not, emit the frame's value of every state.
+// Moves: 0 stay, 1 from s - 1, 2 from s - 2, in move_t of acc_t's width.
+// The comparisons are those of the CUDA kernel (stay, then strictly better
+// s - 1, then strictly better s - 2), so both give the same path bit for bit.
+template <typename acc_t, typename move_t>
+inline void viterbi_frame_body(const acc_t* __restrict prev, acc_t* __restrict next,
+                               const acc_t* __restrict skip, const acc_t* __restrict emit,
+                               move_t* __restrict moves, int64_t S) {
+  const acc_t* a = prev + 2;
+  acc_t* out = next + 2;
+#pragma omp simd
+  for (int64_t s = 0; s < S; ++s) {
+    const acc_t stay = a[s], one = a[s - 1], two = a[s - 2] + skip[s];
+    acc_t best = stay;
+    move_t move = 0;
+    const bool from_one = one > best;
+    best = from_one ? one : best;
+    move = from_one ? move_t(1) : move;
+    const bool from_two = two > best;
+    best = from_two ? two : best;
+    move = from_two ? move_t(2) : move;
+    out[s] = best + emit[s];
+    moves[s] = move;
+  }
+}
+
+// Built for several x86-64 levels where the compiler can (AVX-512, AVX2,
+// baseline), picked at load time: the same arithmetic in every build.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define CTCX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef CTCX_CLONES
+#define CTCX_CLONES
+#endif
+
+CTCX_CLONES void viterbi_frame(const float* prev, float* next, const float* skip, const float* emit,
+                               int32_t* moves, int64_t S) {
+  viterbi_frame_body(prev, next, skip, emit, moves, S);
+}
+CTCX_CLONES void viterbi_frame(const double* prev, double* next, const double* skip, const double* emit,
+                               int64_t* moves, int64_t S) {
+  viterbi_frame_body(prev, next, skip, emit, moves, S);
+}
+
+// Packs one frame's moves, 2 bits per state, into row (S + 3) / 4 bytes;
+// moves is zero past S up to a multiple of 4.
+template <typename move_t>
+inline void pack_moves(const move_t* moves, uint8_t* row, int64_t row_bytes) {
+  for (int64_t j = 0; j < row_bytes; ++j) {
+    const move_t* m = moves + 4 * j;
+    row[j] = static_cast<uint8_t>(m[0] | (m[1] << 2) | (m[2] << 4) | (m[3] << 6));
+  }
+}
 
 template <typename scalar_t>
 void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t target_stride,
                            const int64_t* input_lengths, const int64_t* target_lengths,
-                           int64_t blank, const at::opmath_type<scalar_t>* star_values,
-                           const int64_t* star_classes, int64_t K, int64_t* labels, scalar_t* scores,
-                           at::opmath_type<scalar_t>* path_scores) {
+                           int64_t blank, bool with_star, at::opmath_type<scalar_t> star_penalty,
+                           int64_t* labels, scalar_t* scores, at::opmath_type<scalar_t>* path_scores) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr acc_t kNegInf = -std::numeric_limits<acc_t>::infinity();
   const int64_t T = x.size(0), N = x.size(1), C = x.size(2);
   const int64_t st = x.stride(0), sn = x.stride(1);
   const scalar_t* data = x.const_data_ptr<scalar_t>();
+  using move_t = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> alpha, next;
-    std::vector<int64_t> ext;
+    std::vector<acc_t> prev, next, skip, emit, top_values;
+    std::vector<int64_t> top_classes;
+    std::vector<move_t> step;
+    std::vector<int64_t> ext, gap_before, gap_after;
     std::vector<uint8_t> moves;
     for (int64_t n = begin; n < end; ++n) {
       const int64_t frames = input_lengths[n], L = target_lengths[n], S = 2 * L + 1;
       const int64_t* target = targets + n * target_stride;
       const scalar_t* lp = data + n * sn;
-      // The wildcard's score at frame t in the gap of blank state s.
-      const auto star = [&](int64_t t, int64_t s) -> acc_t {
-        const int64_t base = (t * N + n) * K;
-        return star_score(star_values + base, star_classes + base, K, blank, s > 0 ? ext[s - 1] : -1,
-                          s + 1 < S ? ext[s + 1] : -1);
+      // The frame's three best non-blank classes (values plus the penalty;
+      // class -1 and -inf where C is too small), kept per frame for the trace.
+      acc_t* top_v = nullptr;
+      int64_t* top_c = nullptr;
+      const auto use_top = [&](int64_t t) {
+        top_v = top_values.data() + 3 * t;
+        top_c = top_classes.data() + 3 * t;
       };
-      // Extended state s's value at frame t: its class's log-probability, or
-      // for a blank state with a wildcard the larger of that and the wildcard's.
-      const auto value = [&](int64_t t, int64_t s) -> acc_t {
-        const acc_t v = static_cast<acc_t>(lp[t * st + ext[s]]);
-        if (star_values == nullptr || (s & 1)) return v;
-        const acc_t w = star(t, s);
-        return w > v ? w : v;
+      const auto find_top = [&](const scalar_t* row) {
+        acc_t v0 = kNegInf, v1 = kNegInf, v2 = kNegInf;
+        int64_t c0 = -1, c1 = -1, c2 = -1;
+        const auto ranks_above = [](acc_t x, acc_t y) { return x > y || (std::isnan(x) && !std::isnan(y)); };
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t v = static_cast<acc_t>(row[c]);
+          if (c == blank || !ranks_above(v, v2)) continue;
+          if (ranks_above(v, v1)) {
+            v2 = v1;
+            c2 = c1;
+            if (ranks_above(v, v0)) {
+              v1 = v0;
+              c1 = c0;
+              v0 = v;
+              c0 = c;
+            } else {
+              v1 = v;
+              c1 = c;
+            }
+          } else {
+            v2 = v;
+            c2 = c;
+          }
+        }
+        top_v[0] = v0 + star_penalty;
+        top_v[1] = v1 + star_penalty;
+        top_v[2] = v2 + star_penalty;
+        top_c[0] = c0;
+        top_c[1] = c1;
+        top_c[2] = c2;
+      };
+      // The wildcard's score in gap i (blank state 2 i), after find_top: the
+      // first candidate that is neither label beside the gap.
+      const auto star = [&](int64_t i) -> acc_t {
+        const int64_t before = gap_before[i], after = gap_after[i];
+        const bool ok0 = top_c[0] >= 0 && top_c[0] != before && top_c[0] != after;
+        const bool ok1 = top_c[1] >= 0 && top_c[1] != before && top_c[1] != after;
+        const bool ok2 = top_c[2] >= 0 && top_c[2] != before && top_c[2] != after;
+        return ok0 ? top_v[0] : ok1 ? top_v[1] : ok2 ? top_v[2] : kNegInf;
+      };
+      // Every state's value at frame t: its class's log-probability, or for a
+      // blank state with a wildcard the larger of that and the wildcard's.
+      const auto fill_emit = [&](int64_t t) {
+        const scalar_t* row = lp + t * st;
+        const acc_t b = static_cast<acc_t>(row[blank]);
+        for (int64_t i = 0; i < L; ++i) {
+          emit[2 * i] = b;
+          emit[2 * i + 1] = static_cast<acc_t>(row[target[i]]);
+        }
+        emit[2 * L] = b;
+        if (with_star) {
+          use_top(t);
+          find_top(row);
+          for (int64_t i = 0; i <= L; ++i) {
+            const acc_t w = star(i);
+            emit[2 * i] = w > b ? w : b;
+          }
+        }
       };
       int64_t* out_labels = labels + n * T;
       scalar_t* out_scores = scores + n * T;
@@ -79,34 +195,41 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       }
       ext.assign(S, blank);
       for (int64_t i = 0; i < L; ++i) ext[2 * i + 1] = target[i];
+      if (with_star) {  // the labels beside each gap (-1 at the ends)
+        top_values.resize(3 * frames);
+        top_classes.resize(3 * frames);
+        gap_before.assign(L + 1, -1);
+        gap_after.assign(L + 1, -1);
+        for (int64_t i = 0; i < L; ++i) {
+          gap_before[i + 1] = target[i];
+          gap_after[i] = target[i];
+        }
+      }
       if (frames == 0) {
         path_scores[n] = L == 0 ? acc_t(0) : kNegInf;
         continue;
       }
       const int64_t row_bytes = (S + 3) / 4;
-      moves.assign(frames * row_bytes, 0);
-      alpha.assign(S, kNegInf);
-      next.assign(S, kNegInf);
-      alpha[0] = value(0, 0);
-      if (S > 1) alpha[1] = value(0, 1);
-      for (int64_t t = 1; t < frames; ++t) {
-        uint8_t* move_row = moves.data() + t * row_bytes;
-        for (int64_t s = 0; s < S; ++s) {
-          acc_t best = alpha[s];
-          int move = 0;
-          if (s >= 1 && alpha[s - 1] > best) {
-            best = alpha[s - 1];
-            move = 1;
-          }
-          if (s >= 2 && (s & 1) && ext[s] != ext[s - 2] && alpha[s - 2] > best) {
-            best = alpha[s - 2];
-            move = 2;
-          }
-          next[s] = best + value(t, s);
-          if (move) put_move(move_row, s, move);
-        }
-        alpha.swap(next);
+      moves.resize(frames * row_bytes);
+      std::fill(moves.begin(), moves.begin() + row_bytes, uint8_t(0));  // frame 0 has no moves
+      prev.assign(S + 2, kNegInf);
+      next.assign(S + 2, kNegInf);
+      skip.assign(S, kNegInf);
+      for (int64_t s = 3; s < S; s += 2) {
+        if (ext[s] != ext[s - 2]) skip[s] = acc_t(0);
       }
+      emit.assign(S, kNegInf);
+      step.assign(4 * row_bytes, move_t(0));
+      fill_emit(0);
+      prev[2] = emit[0];
+      if (S > 1) prev[3] = emit[1];
+      for (int64_t t = 1; t < frames; ++t) {
+        fill_emit(t);
+        viterbi_frame(prev.data(), next.data(), skip.data(), emit.data(), step.data(), S);
+        pack_moves(step.data(), moves.data() + t * row_bytes, row_bytes);
+        prev.swap(next);
+      }
+      const acc_t* alpha = prev.data() + 2;
       int64_t s = S - 1;
       if (S > 1 && alpha[S - 2] > alpha[S - 1]) s = S - 2;
       path_scores[n] = alpha[s];
@@ -115,7 +238,11 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       }
       for (int64_t t = frames - 1; t >= 0; --t) {
         const scalar_t v = lp[t * st + ext[s]];
-        const acc_t w = star_values != nullptr && !(s & 1) ? star(t, s) : kNegInf;
+        acc_t w = kNegInf;
+        if (with_star && !(s & 1)) {
+          use_top(t);
+          w = star(s / 2);
+        }
         if (w > static_cast<acc_t>(v)) {
           out_labels[t] = C;
           out_scores[t] = static_cast<scalar_t>(w);
@@ -131,13 +258,9 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forced_align_cpu(
     const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
-    const at::Tensor& target_lengths, int64_t blank, const std::optional<at::Tensor>& star_values,
-    const std::optional<at::Tensor>& star_classes) {
+    const at::Tensor& target_lengths, int64_t blank, std::optional<double> star_penalty) {
   const char* fn = "ctcx.forced_align";
-  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank, star_values,
-                            star_classes);
-  const at::Tensor sv = star_values.has_value() ? star_values->contiguous() : at::Tensor();
-  const at::Tensor sc = star_classes.has_value() ? star_classes->contiguous() : at::Tensor();
+  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank, star_penalty);
   const at::Tensor il = input_lengths.contiguous(), tl = target_lengths.contiguous();
   const at::Tensor tg = targets.contiguous();
   check_forced_align_values_cpu(fn, log_probs, tg, il, tl, blank);
@@ -151,8 +274,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forced_align_cpu(
         forced_align_cpu_impl<scalar_t>(
             log_probs, tg.const_data_ptr<int64_t>(), tg.size(1), il.const_data_ptr<int64_t>(),
             tl.const_data_ptr<int64_t>(), blank,
-            sv.defined() ? sv.const_data_ptr<at::opmath_type<scalar_t>>() : nullptr,
-            sc.defined() ? sc.const_data_ptr<int64_t>() : nullptr, sv.defined() ? sv.size(2) : 0,
+            star_penalty.has_value(), static_cast<at::opmath_type<scalar_t>>(star_penalty.value_or(0.0)),
             labels.mutable_data_ptr<int64_t>(),
             scores.mutable_data_ptr<scalar_t>(),
             path_scores.mutable_data_ptr<at::opmath_type<scalar_t>>());

@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 
@@ -20,16 +21,21 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ctc_forced_align_cuda(
     const at::Tensor& log_probs, const at::Tensor& targets, const at::Tensor& input_lengths,
-    const at::Tensor& target_lengths, int64_t blank, const std::optional<at::Tensor>& star_values,
-    const std::optional<at::Tensor>& star_classes) {
+    const at::Tensor& target_lengths, int64_t blank, std::optional<double> star_penalty) {
   const char* fn = "ctcx.forced_align";
-  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank, star_values,
-                            star_classes);
+  check_forced_align_layout(fn, log_probs, targets, input_lengths, target_lengths, blank, star_penalty);
   const c10::cuda::CUDAGuard guard(log_probs.device());
   const at::Tensor il = input_lengths.contiguous(), tl = target_lengths.contiguous();
   const at::Tensor tg = targets.contiguous();
-  const at::Tensor sv = star_values.has_value() ? star_values->contiguous() : at::Tensor();
-  const at::Tensor sc = star_classes.has_value() ? star_classes->contiguous() : at::Tensor();
+  // The wildcard's candidates: each frame's min(4, C) best classes (values
+  // plus the penalty, in the op math type), read by ctcx/forced_align_star.h.
+  at::Tensor sv, sc;
+  if (star_penalty.has_value()) {
+    auto [values, classes] = at::topk(log_probs, std::min<int64_t>(4, log_probs.size(2)), 2);
+    sv = (values.to(log_probs.scalar_type() == at::kDouble ? at::kDouble : at::kFloat) + *star_penalty)
+             .contiguous();
+    sc = classes.contiguous();
+  }
   const int64_t T = log_probs.size(0), N = log_probs.size(1);
   const auto acc = log_probs.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor labels = at::empty({N, T}, il.options());
