@@ -254,6 +254,30 @@ def test_greedy_reading_and_character_probabilities():
     assert reading.char_columns == [(0, 8), (12, 16), (16, 20)]
 
 
+def test_the_align_example_prints_each_character_of_a_given_transcript(trained, tmp_path):
+    """examples/align_captcha.py (README, "Forced alignment"): one line per
+    character of the transcript, in order, inside the image; with --star a
+    character left out of the transcript may go to the wildcard."""
+    image, label = draw_captcha(DrawSpec("0123456789", 2, 2, (64, 32)), 0, "align", 3)
+    image.save(tmp_path / "c.png")
+    script = Path(__file__).resolve().parent.parent / "examples" / "align_captcha.py"
+
+    def spans(*extra):
+        out = subprocess.run([sys.executable, str(script), str(tmp_path / "c.png"), *extra, "-c",
+                              str(trained.checkpoint)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        rows = [line.split() for line in out.stdout.splitlines()[1:]]
+        return [(r[0], float(r[4].split("-")[0]), float(r[4].split("-")[1])) for r in rows]
+
+    full = spans(label)
+    assert [c for c, _, _ in full] == list(label)
+    assert all(0 <= a < b <= 64 for _, a, b in full) and full[0][2] <= full[1][1]
+    assert {c for c, _, _ in spans(label[1], "--star")} <= {label[1], "*"}
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "c.png"), "1x", "-c", str(trained.checkpoint)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not in the model's charset" in bad.stderr
+
+
 def test_char_cells_tile_the_text_around_the_spans_and_draw_spans_marks_them():
     from ctcx.captcha.spans import char_cells, draw_spans
 

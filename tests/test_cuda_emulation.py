@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -422,6 +423,13 @@ def align_cases():
               align_case("align-star-bf16", dtype="bf16", seed=12, blank=1, star=-0.25),
               align_case("align-star-three-classes", C=3, seed=13, blank=2, star=0.0),
               align_case("align-star-long", T=700, N=2, C=30, S=300, seed=14, star=-0.1, tsan=False)]
+    # 1,000 random small samples in one batch (the CPU op scores them as the
+    # reference: tests/test_forced_align.py), with and without the wildcard
+    rng = random.Random(15)
+    for name, ties, star in (("align-1000", False, None), ("align-1000-star-ties", True, -0.5)):
+        il = [rng.randint(0, 8) for _ in range(1000)]
+        cases.append(align_case(name, T=8, N=1000, C=5, S=3, seed=16 + ties, ties=ties, star=star, il=il,
+                                tl=[rng.randint(0, min(3, n // 2)) for n in il], tsan=False))
     return cases
 
 

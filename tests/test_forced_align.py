@@ -217,6 +217,36 @@ def test_star_path_is_a_most_probable_one_by_brute_force(seed):
         assert tuple(labels[n, : il[n]].tolist()) in {p for p, v in paths if abs(v - paths[0][1]) < 1e-12}
 
 
+@pytest.mark.parametrize("star", [False, True], ids=["plain", "star"])
+def test_a_thousand_random_small_cases_score_as_the_reference(star):
+    """1,000 random small samples (T <= 8, C <= 5, L <= 3; half with integer
+    log-probabilities, i.e. many ties): the path collapses to the target, its
+    scores are the log-probabilities of its frames, and its log-probability
+    is the reference's maximum; 150 of them also against brute force."""
+    rng = random.Random(1000 + star)
+    checked = brute = 0
+    for case in range(20):  # 20 batches of 50 samples
+        T, C, S = rng.randint(1, 8), rng.randint(2, 5), 3
+        blank = rng.randrange(C)
+        lp, targets, il, tl = random_batch(T, 50, C, S, seed=2000 + 2 * case + star, blank=blank,
+                                           integer=case % 2 == 1)
+        penalty = rng.choice([0.0, -0.5]) if star else None
+        labels, scores = ctcx.forced_align(lp, targets, il, tl, blank=blank, star=star,
+                                           star_penalty=penalty or 0.0)
+        for n in range(50):
+            target = targets[n, : tl[n]].tolist()
+            path = labels[n, : il[n]].tolist()
+            assert collapse([blank if c == C else c for c in path], blank) == target
+            _, best = forced_align_reference(lp[: il[n], n], target, blank, star_penalty=penalty)
+            assert abs(scores[n].sum().item() - best) <= 1e-9 * max(1.0, abs(best))
+            if brute < 150 and il[n] <= 5 and C <= 4:
+                paths = forced_align_brute_force(lp[: il[n], n], target, blank, star_penalty=penalty)
+                assert abs(best - paths[0][1]) <= 1e-9 * max(1.0, abs(best))
+                brute += 1
+            checked += 1
+    assert checked == 1000 and brute == 150
+
+
 def spoken(frames, C=6, hit=-0.01, miss=-6.0, blank_miss=-3.0):
     """(T, 1, C) float64 log-probabilities of a model that reads class ``frames[t]``
     at frame t (blank 0), mostly blank elsewhere."""
