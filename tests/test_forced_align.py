@@ -115,7 +115,22 @@ def test_impossible_samples_raise_or_get_minus_infinity():
         ctcx.forced_align(lp[:, [0, 2]], targets[[0, 2]], None, [2, 1])
 
 
-def test_empty_targets_frames_and_batches():
+@pytest.mark.parametrize("star", [False, True])
+def test_frames_exactly_at_the_minimum_force_the_one_path(star):
+    """T = L + repeats: one valid path (the labels, one blank between equal
+    neighbours), however improbable; one frame fewer cannot be aligned."""
+    lp = torch.randn(6, 1, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).log_softmax(-1)
+    lp[:, 0, 0] = -50.0  # the blank is very unlikely: the path must still take it where it is forced
+    labels, scores = ctcx.forced_align(lp, torch.tensor([[1, 1, 2, 2]]), star=star)  # 4 labels + 2 repeats
+    assert labels[0].tolist() in ([1, 0, 1, 2, 0, 2], [1, 4, 1, 2, 4, 2])
+    assert not star or labels[0].tolist() == [1, 4, 1, 2, 4, 2]  # the wildcard beats -50 here
+    with pytest.raises(ValueError, match=r"sample 0 cannot be aligned \(too few frames: 5 < 4 labels \+ 2 repeats\)"):
+        ctcx.forced_align(lp[:5], torch.tensor([[1, 1, 2, 2]]), star=star)
+    labels, _ = ctcx.forced_align(lp, torch.tensor([[3, 1, 2]]), [3])  # no repeats: 3 frames suffice
+    assert labels[0].tolist() == [3, 1, 2, 0, 0, 0]
+
+
+
     lp = torch.randn(5, 2, 4).log_softmax(-1)
     labels, scores = ctcx.forced_align(lp, torch.zeros(2, 0, dtype=torch.long))
     assert labels.eq(0).all() and torch.equal(scores, lp[:, :, 0].t())
@@ -135,6 +150,9 @@ def test_empty_targets_frames_and_batches():
     (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [0]])), r"targets\[1\]\[0\] = 0 must be a class in \[0, C = 4\) other than blank = 0"),
     (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [4]])), r"targets\[1\]\[0\] = 4 must be a class"),
     (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), [7, 1]), r"input_lengths must lie in \[0, T = 6\]"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), [-1, 1]), r"input_lengths must lie in \[0, T = 6\]"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), None, [-1, 1]), r"target_lengths\[0\] = -1 must lie in \[0, S = 1\]"),
+    (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [-2]])), r"targets\[1\]\[0\] = -2 must be a class"),
     (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), blank=4), r"blank = 4 must be an int in \[0, C\)"),
     (lambda lp: ctcx.forced_align(lp, torch.tensor([[1], [1]]), None, "1"), "target_lengths must be a tensor, list or tuple"),
 ])
