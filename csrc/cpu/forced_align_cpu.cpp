@@ -92,11 +92,44 @@ CTCX_CLONES void viterbi_frame(const double* prev, double* next, const double* s
 // Packs one frame's moves, 2 bits per state, into row (S + 3) / 4 bytes;
 // moves is zero past S up to a multiple of 4.
 template <typename move_t>
-inline void pack_moves(const move_t* moves, uint8_t* row, int64_t row_bytes) {
+inline void pack_moves_body(const move_t* __restrict moves, uint8_t* __restrict row, int64_t row_bytes) {
   for (int64_t j = 0; j < row_bytes; ++j) {
     const move_t* m = moves + 4 * j;
     row[j] = static_cast<uint8_t>(m[0] | (m[1] << 2) | (m[2] << 4) | (m[3] << 6));
   }
+}
+CTCX_CLONES void pack_moves(const int32_t* moves, uint8_t* row, int64_t row_bytes) {
+  pack_moves_body(moves, row, row_bytes);
+}
+CTCX_CLONES void pack_moves(const int64_t* moves, uint8_t* row, int64_t row_bytes) {
+  pack_moves_body(moves, row, row_bytes);
+}
+
+// One frame's value of every state: the blank's b at even states, the
+// target's labels (row[target[i]], gathered through 32-bit indices into lab)
+// at odd ones.
+template <typename scalar_t, typename acc_t>
+inline void gather_emit_body(const scalar_t* __restrict row, const int32_t* __restrict target,
+                             acc_t* __restrict lab, acc_t* __restrict emit, int64_t L, acc_t b) {
+  for (int64_t i = 0; i < L; ++i) lab[i] = static_cast<acc_t>(row[target[i]]);
+  for (int64_t i = 0; i < L; ++i) {
+    emit[2 * i] = b;
+    emit[2 * i + 1] = lab[i];
+  }
+  emit[2 * L] = b;
+}
+CTCX_CLONES void gather_emit(const float* row, const int32_t* target, float* lab, float* emit, int64_t L,
+                             float b) {
+  gather_emit_body(row, target, lab, emit, L, b);
+}
+CTCX_CLONES void gather_emit(const double* row, const int32_t* target, double* lab, double* emit, int64_t L,
+                             double b) {
+  gather_emit_body(row, target, lab, emit, L, b);
+}
+template <typename scalar_t, typename acc_t>
+inline void gather_emit(const scalar_t* row, const int32_t* target, acc_t* lab, acc_t* emit, int64_t L,
+                        acc_t b) {
+  gather_emit_body(row, target, lab, emit, L, b);  // float16 and bfloat16: converted as they are read
 }
 
 template <typename scalar_t>
@@ -111,7 +144,8 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
   const scalar_t* data = x.const_data_ptr<scalar_t>();
   using move_t = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> prev, next, skip, emit, top_values;
+    std::vector<acc_t> prev, next, skip, emit, lab, top_values;
+    std::vector<int32_t> target32;  // the labels as 32-bit indices (C fits: checked by the op)
     std::vector<int64_t> top_classes;
     std::vector<move_t> step;
     std::vector<int64_t> ext, gap_before, gap_after;
@@ -173,11 +207,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       const auto fill_emit = [&](int64_t t) {
         const scalar_t* row = lp + t * st;
         const acc_t b = static_cast<acc_t>(row[blank]);
-        for (int64_t i = 0; i < L; ++i) {
-          emit[2 * i] = b;
-          emit[2 * i + 1] = static_cast<acc_t>(row[target[i]]);
-        }
-        emit[2 * L] = b;
+        gather_emit(row, target32.data(), lab.data(), emit.data(), L, b);
         if (with_star) {
           use_top(t);
           find_top(row);
@@ -195,6 +225,8 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       }
       ext.assign(S, blank);
       for (int64_t i = 0; i < L; ++i) ext[2 * i + 1] = target[i];
+      target32.assign(target, target + L);
+      lab.resize(L);
       if (with_star) {  // the labels beside each gap (-1 at the ends)
         top_values.resize(3 * frames);
         top_classes.resize(3 * frames);
