@@ -204,14 +204,16 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       };
       // Every state's value at frame t: its class's log-probability, or for a
       // blank state with a wildcard the larger of that and the wildcard's.
-      const auto fill_emit = [&](int64_t t) {
+      // (only states lo <= s < hi are needed: see the window below)
+      const auto fill_emit = [&](int64_t t, int64_t lo, int64_t hi) {
         const scalar_t* row = lp + t * st;
         const acc_t b = static_cast<acc_t>(row[blank]);
-        gather_emit(row, target32.data(), lab.data(), emit.data(), L, b);
+        const int64_t first = lo / 2, last = std::min(L, (hi + 1) / 2);  // labels first..last-1, blanks first..last
+        gather_emit(row, target32.data() + first, lab.data() + first, emit.data() + 2 * first, last - first, b);
         if (with_star) {
           use_top(t);
           find_top(row);
-          for (int64_t i = 0; i <= L; ++i) {
+          for (int64_t i = first; i <= last; ++i) {
             const acc_t w = star(i);
             emit[2 * i] = w > b ? w : b;
           }
@@ -252,12 +254,19 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       }
       emit.assign(S, kNegInf);
       step.assign(4 * row_bytes, move_t(0));
-      fill_emit(0);
+      fill_emit(0, 0, std::min<int64_t>(S, 2));
       prev[2] = emit[0];
       if (S > 1) prev[3] = emit[1];
       for (int64_t t = 1; t < frames; ++t) {
-        fill_emit(t);
-        viterbi_frame(prev.data(), next.data(), skip.data(), emit.data(), step.data(), S);
+        // The window of live states: s <= 2 t + 1 can be reached from the
+        // start (the others are -inf and stay so in both buffers), and only
+        // s >= S - 2 (frames - t) can still reach the end; every predecessor
+        // of a live state is live, so the states outside (left stale) are
+        // never read by one, nor visited by the trace. Same path, fewer states.
+        const int64_t lo = std::max<int64_t>(0, S - 2 * (frames - t)), hi = std::min<int64_t>(S, 2 * t + 2);
+        fill_emit(t, lo, hi);
+        viterbi_frame(prev.data() + lo, next.data() + lo, skip.data() + lo, emit.data() + lo, step.data() + lo,
+                      hi - lo);
         pack_moves(step.data(), moves.data() + t * row_bytes, row_bytes);
         prev.swap(next);
       }
