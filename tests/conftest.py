@@ -40,3 +40,20 @@ def _seeded():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+# Property-based tests (tests/fuzz, hypothesis): the "ci" profile (loaded
+# here) runs a few hundred generated cases in all, the same ones on every run;
+# `python -m pytest tests/fuzz --hypothesis-profile=long` runs 10,000 new ones
+# per test.
+try:
+    from hypothesis import HealthCheck, settings
+
+    _FUZZ_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
+                              suppress_health_check=_FUZZ_CHECKS, print_blob=True)
+    settings.register_profile("long", max_examples=10_000, deadline=None, suppress_health_check=_FUZZ_CHECKS,
+                              print_blob=True)
+    settings.load_profile("ci")
+except ImportError:  # hypothesis is a pinned test requirement; tests/fuzz says so if it is missing
+    pass

@@ -1,0 +1,221 @@
+"""Generated cases for every public op (hypothesis): each either matches its
+reference (float64 native CTC for the loss, brute-force enumeration or the
+Viterbi reference for decoding and alignment) within a stated tolerance, or
+raises a ValueError naming the argument. Shapes down to 0 and 1, every
+dtype, both layouts, padded and concatenated targets, strided views, blank
+anywhere, extreme and non-normalised values, lengths at their limits.
+
+The "ci" profile (tests/conftest.py) runs 60 cases per test, the same on every
+run; ``--hypothesis-profile=long`` runs 10,000 new ones per test.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is pinned in requirements-dev.txt")
+from hypothesis import given, strategies as st  # noqa: E402
+
+import ctcx  # noqa: E402
+from ctcx._reference import (collapse, ctc_decode_brute_force, forced_align_reference,  # noqa: E402
+                             NEG_INF)
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+TOL = {torch.float64: 1e-9, torch.float32: 2e-4, torch.float16: 3e-2, torch.bfloat16: 1e-1}
+
+
+@st.composite
+def ctc_inputs(draw, max_T=10, max_N=4, max_C=6, max_S=5, normalised=True, dtypes=DTYPES):
+    """log_probs (T, N, C) (possibly a strided view), targets padded or 1-D, lengths, blank."""
+    T = draw(st.integers(0, max_T))
+    N = draw(st.integers(1, max_N))
+    C = draw(st.integers(1, max_C))
+    blank = draw(st.integers(0, C - 1))
+    dtype = draw(st.sampled_from(dtypes))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    scale = draw(st.sampled_from([0.1, 1.0, 5.0, 30.0]))
+    x = torch.randn(T, N, C, generator=g, dtype=torch.float64) * scale
+    if normalised:
+        x = x.log_softmax(-1)
+    if draw(st.booleans()) and T and C > 1:  # a class that never occurs
+        x[:, :, draw(st.integers(0, C - 1))] = -math.inf
+        if normalised:
+            x = torch.where(torch.isinf(x).all(-1, keepdim=True), torch.zeros_like(x), x)
+    layout = draw(st.sampled_from(["contiguous", "batch_first_storage", "padded_classes"]))
+    x = x.to(dtype)
+    if layout == "batch_first_storage":
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)
+    elif layout == "padded_classes":
+        x = torch.cat([x, torch.zeros(T, N, 3, dtype=dtype)], -1)[..., :C]
+    labels = [c for c in range(C) if c != blank]
+    il = [draw(st.integers(0, T)) for _ in range(N)]
+    S = draw(st.integers(0, max_S)) if labels else 0
+    tl = [draw(st.integers(0, S)) for _ in range(N)]
+    targets = torch.full((N, S), blank if blank else C - 1 if C > 1 else 0, dtype=torch.long)
+    for n in range(N):
+        for i in range(tl[n]):
+            targets[n, i] = draw(st.sampled_from(labels))
+    concatenated = draw(st.booleans())
+    if concatenated:
+        targets = torch.cat([targets[n, : tl[n]] for n in range(N)]) if N else targets.flatten()
+    as_tensor = draw(st.booleans())
+    lengths = (torch.tensor(il), torch.tensor(tl)) if as_tensor else (il, tl)
+    return x, targets, lengths[0], lengths[1], blank, il, tl
+
+
+def target_of(targets, tl, n):
+    if targets.dim() == 1:
+        start = sum(tl[:n])
+        return targets[start:start + tl[n]].tolist()
+    return targets[n, : tl[n]].tolist()
+
+
+def native_losses(x, targets, tl_list, il_list, blank, reduction, zero_infinity):
+    """torch's own CTC in float64, sample by sample (it refuses T = 0: there
+    the loss is 0 for an empty target, +inf otherwise), reduced as it reduces."""
+    nll = []
+    for n in range(x.shape[1]):
+        target = torch.tensor(target_of(targets, tl_list, n), dtype=torch.long)
+        if il_list[n] == 0 or x.shape[0] == 0:
+            nll.append(0.0 if not len(target) else math.inf)
+            continue
+        nll.append(torch.nn.functional.ctc_loss(x[: il_list[n], n:n + 1].double(), target[None], [il_list[n]],
+                                                [len(target)], blank=blank, reduction="sum").item())
+    nll = torch.tensor(nll, dtype=torch.float64)
+    if zero_infinity:
+        nll = torch.where(torch.isinf(nll), torch.zeros_like(nll), nll)
+    if reduction == "none":
+        return nll
+    if reduction == "sum":
+        return nll.sum()
+    return (nll / torch.tensor(tl_list, dtype=torch.float64).clamp(min=1)).mean()
+
+
+@given(ctc_inputs(), st.sampled_from(["none", "sum", "mean"]), st.booleans())
+def test_ctc_loss_matches_native_ctc_in_float64(case, reduction, zero_infinity):
+    x, targets, il, tl, blank, il_list, tl_list = case
+    got = ctcx.ctc_loss(x, targets, il, tl, blank=blank, reduction=reduction, zero_infinity=zero_infinity)
+    want = native_losses(x, targets, tl_list, il_list, blank, reduction, zero_infinity)
+    tol = TOL[x.dtype]
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 10, equal_nan=True)
+
+
+@given(ctc_inputs(max_T=8, max_C=5, dtypes=[torch.float64, torch.float32]))
+def test_ctc_loss_gradient_is_the_true_gradient(case):
+    """ctcx's convention: d loss / d log_probs = -(posterior occupancy); native
+    returns exp(log_probs) - posterior, so on the valid frames of a sample
+    with a finite loss the two differ by exp(log_probs) (sum reduction); zero
+    elsewhere (padding frames, and with zero_infinity impossible samples)."""
+    x, targets, il, tl, blank, il_list, tl_list = case
+    x = x.detach().clone().requires_grad_()
+    ctcx.ctc_loss(x, targets, il, tl, blank=blank, reduction="sum", zero_infinity=True).backward()
+    for n in range(x.shape[1]):
+        frames, target = il_list[n], torch.tensor(target_of(targets, tl_list, n), dtype=torch.long)
+        want = torch.zeros(x.shape[0], x.shape[2], dtype=torch.float64)
+        if frames:
+            ref = x.detach()[:frames, n:n + 1].double().requires_grad_()
+            loss = torch.nn.functional.ctc_loss(ref, target[None], [frames], [len(target)], blank=blank,
+                                                reduction="sum")
+            if math.isfinite(loss.item()):
+                loss.backward()
+                want[:frames] = ref.grad[:, 0] - ref.detach()[:, 0].exp()
+                # native's gradient is NaN at a log-probability of -inf; the true one
+                # (no occupancy of a class that cannot occur) is 0
+                want[:frames] = torch.where(torch.isinf(ref.detach()[:, 0]), 0.0, want[:frames])
+        tol = 1e-9 if x.dtype == torch.float64 else 1e-4
+        torch.testing.assert_close(x.grad[:, n].double(), want, rtol=tol, atol=tol)
+
+
+@given(ctc_inputs(max_T=5, max_N=2, max_C=3, max_S=0, dtypes=[torch.float64, torch.float32]),
+       st.integers(1, 3))
+def test_beam_search_with_a_full_beam_is_exact(case, top_k):
+    """A beam that holds every prefix (here 256 > every labelling of 5 frames
+    over 3 classes) returns the top labellings of brute-force enumeration."""
+    x, _, il, _, blank, il_list, _ = case
+    result = ctcx.beam_search(x, il, beam_width=256, top_k=top_k, blank=blank)
+    for n in range(x.shape[1]):
+        want = ctc_decode_brute_force(x[: il_list[n], n].double(), blank)
+        best = want[0][1] if want else NEG_INF
+        got = result.scores[n, 0].item()
+        if best == NEG_INF:
+            assert got == NEG_INF
+            continue
+        assert abs(got - best) <= TOL[x.dtype] * max(1.0, abs(best))
+        length = int(result.lengths[n, 0])
+        tokens = tuple(result.tokens[n, 0, :length].tolist())
+        probability = dict(want).get(tokens, NEG_INF)
+        assert abs(probability - best) <= TOL[x.dtype] * max(1.0, abs(best))
+
+
+@given(ctc_inputs(max_S=0))
+def test_greedy_decode_collapses_the_best_path(case):
+    x, _, il, _, blank, il_list, _ = case
+    if x.dtype in (torch.float16, torch.bfloat16) and x.shape[0]:
+        x = x.double().to(x.dtype)
+    got = ctcx.greedy_decode(x, il, blank=blank)
+    for n in range(x.shape[1]):
+        row = x[: il_list[n], n].double()
+        best = row.max(-1).values if len(row) else row.sum(-1)
+        path = got[n]
+        # the decoding is the collapse of some path that takes a best class at every frame
+        assert len(path) <= il_list[n]
+        firsts = [int((r == b).nonzero()[0]) for r, b in zip(row, best)] if len(row) else []
+        if all(int((r == b).sum()) == 1 for r, b in zip(row, best)):  # no tie: one best path
+            assert path == collapse(firsts, blank)
+
+
+@given(ctc_inputs(max_T=8, max_C=5, max_S=4), st.booleans(), st.sampled_from([0.0, -0.5]), st.booleans())
+def test_forced_align_scores_as_the_viterbi_reference_or_refuses(case, star, penalty, batch_first):
+    x, targets, il, tl, blank, il_list, tl_list = case
+    C = x.shape[-1]
+    view = x.transpose(0, 1) if batch_first else x
+    try:
+        labels, scores = ctcx.forced_align(view, targets, il, tl, blank=blank, batch_first=batch_first, star=star,
+                                           star_penalty=penalty)
+    except ValueError as err:
+        assert "cannot be aligned" in str(err)
+        n = int(str(err).split("sample ")[1].split(" ")[0])
+        _, best = forced_align_reference(x[: il_list[n], n].double(), target_of(targets, tl_list, n), blank,
+                                         star_penalty=penalty if star else None)
+        assert best == NEG_INF or math.isnan(best)
+        return
+    for n in range(x.shape[1]):
+        target = target_of(targets, tl_list, n)
+        path = labels[n, : il_list[n]].tolist()
+        assert collapse([blank if c == C else c for c in path], blank) == target
+        assert labels[n, il_list[n]:].eq(blank).all()
+        _, best = forced_align_reference(x[: il_list[n], n].double(), target, blank,
+                                         star_penalty=penalty if star else None)
+        total = scores[n, : il_list[n]].double().sum().item()
+        assert abs(total - best) <= TOL[x.dtype] * max(1.0, abs(best)) * max(1, il_list[n])
+
+
+@given(st.sampled_from(["T", "C", "blank", "lengths", "targets", "dtype"]), st.integers(0, 2**31 - 1))
+def test_bad_arguments_raise_value_errors_naming_them(what, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 2, 4, generator=g).log_softmax(-1)
+    targets, il, tl = torch.tensor([[1, 2], [3, 1]]), [6, 6], [2, 2]
+    kwargs = {}
+    if what == "T":
+        x = x[0]
+    elif what == "C":
+        x = x[..., :0]
+    elif what == "blank":
+        kwargs["blank"] = 4 + seed % 3
+    elif what == "lengths":
+        il = [7, 6] if seed % 2 else [-1, 6]
+    elif what == "targets":
+        targets = torch.tensor([[1, 4], [3, 1]]) if seed % 2 else torch.tensor([[1, 2.0], [3, 1]])
+    else:
+        x = x.to(torch.int64)
+    for call in (lambda: ctcx.ctc_loss(x, targets, il, tl, **kwargs),
+                 lambda: ctcx.forced_align(x, targets, il, tl, **kwargs)):
+        with pytest.raises((ValueError, TypeError)):
+            call()
+    if what not in ("targets",):
+        for call in (lambda: ctcx.greedy_decode(x, il, **kwargs), lambda: ctcx.beam_search(x, il, **kwargs)):
+            with pytest.raises((ValueError, TypeError)):
+                call()
