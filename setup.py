@@ -126,6 +126,15 @@ def extension():
     # csrc/include/ctcx/log_math.h (results stay IEEE: no -ffast-math).
     # No -std: torch.utils.cpp_extension adds the standard the installed torch needs.
     cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
+    link = ["-fopenmp"]
+    if os.environ.get("CTCX_SANITIZE") == "1":
+        # AddressSanitizer + UndefinedBehaviorSanitizer build of the CPU kernels
+        # (tools/sanitized_fuzz.py builds it and runs tests/fuzz under it).
+        if want_cuda():
+            sys.exit("ctcx: CTCX_SANITIZE=1 builds the CPU kernels only; set CTCX_FORCE_CPU=1 too")
+        flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+                 "-g", "-O1"]
+        cxx, link = cxx + flags, link + flags[:2]
     if want_cuda():
         sources = cpu_sources + rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp"))
                                     + glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
@@ -136,12 +145,12 @@ def extension():
             # over the T steps of the log-space recursions. The same flags are
             # compile-checked by tools/check_cuda_compile.py.
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
             py_limited_api=False,
         )
     return cpp_extension.CppExtension(
         "ctcx._C", cpu_sources, include_dirs=include_dirs,
-        extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+        extra_compile_args={"cxx": cxx}, extra_link_args=link,
     )
 
 
