@@ -68,10 +68,13 @@ def main(argv=None) -> int:
                    ASAN_OPTIONS="detect_leaks=0:alloc_dealloc_mismatch=0:abort_on_error=1",
                    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
         env.pop("PYTHONPATH", None)
-        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        # --capture=sys: the sanitizers write to file descriptor 2, which pytest's
+        # default capture would swallow when a report aborts the process
+        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--capture=sys",
                                 *(pytest_args or DEFAULT_TESTS)], cwd=work, env=env, capture_output=True, text=True)
         out = tests.stdout + tests.stderr
-        print(out[-6000:])
+        first = min((out.find(r) for r in REPORTS if r in out), default=-1)
+        print(out[max(0, first - 200):first + 6000] if first >= 0 else out[-6000:])
         reports = [r for r in REPORTS if r in out]
         if tests.returncode != 0 or reports:
             print(f"sanitized_fuzz: FAILED (pytest exit {tests.returncode}; reports: {reports or 'none'})")
