@@ -16,7 +16,8 @@ void check_decode_layout(const char* fn, const at::Tensor& log_probs,
   TORCH_CHECK_VALUE(at::isFloatingType(log_probs.scalar_type()), fn,
                     ": log_probs must be floating point, got ", log_probs.scalar_type());
   const int64_t T = log_probs.size(0), N = log_probs.size(1), C = log_probs.size(2);
-  TORCH_CHECK_VALUE(C == 0 || log_probs.stride(2) == 1, fn,
+  // With C <= 1 or no elements the stride over C is never used (and .contiguous() keeps any).
+  TORCH_CHECK_VALUE(C <= 1 || log_probs.numel() == 0 || log_probs.stride(2) == 1, fn,
                     ": log_probs must have unit stride over C");
   constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max() - 1;
   TORCH_CHECK_VALUE(T <= kMaxSize && C <= kMaxSize, fn, ": T = ", T, " and C = ", C,

@@ -77,3 +77,27 @@ def test_direct_op_call_is_memory_safe():
         op(lp, targets, il, tl, 7, False, None)
     with pytest.raises(ValueError, match="grad_weights must have shape"):
         op(lp, targets, il, tl, 0, False, torch.ones(3))
+
+
+def test_a_class_dimension_of_size_one_or_an_empty_tensor_may_have_any_stride():
+    """Found by tests/fuzz: with C = 1 (or no elements) a tensor's stride over C
+    is meaningless and .contiguous() keeps it, yet the ops once refused such
+    a tensor ("unit stride over C"). Every op takes it and answers as for a
+    contiguous copy."""
+    dense = torch.zeros(4, 2, 1, dtype=torch.float64)
+    odd = torch.empty_strided((4, 2, 1), (2, 1, 8), dtype=torch.float64).copy_(dense)
+    empty = torch.empty_strided((0, 2, 1), (2, 1, 8), dtype=torch.float64)
+    no_targets = torch.zeros(2, 0, dtype=torch.long)
+    for x in (odd, empty):
+        want = dense[: x.shape[0]]
+        for fn in (ctcx.ctc_loss, ctcx.ctc_loss_with_logits):
+            mine, theirs = x.clone().requires_grad_(), want.clone().requires_grad_()
+            got = fn(mine, no_targets, [x.shape[0]] * 2, [0, 0], reduction="sum")
+            ref = fn(theirs, no_targets, [x.shape[0]] * 2, [0, 0], reduction="sum")
+            assert torch.equal(got.detach(), ref.detach())
+            got.backward()
+            ref.backward()
+            assert torch.equal(mine.grad, theirs.grad)
+        assert ctcx.greedy_decode(x) == [[], []]
+        assert torch.equal(ctcx.beam_search(x).lengths, torch.zeros(2, 1, dtype=torch.long))
+        assert torch.equal(ctcx.forced_align(x, no_targets)[0], torch.zeros(2, x.shape[0], dtype=torch.long))

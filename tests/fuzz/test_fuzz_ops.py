@@ -76,17 +76,18 @@ def target_of(targets, tl, n):
 def native_losses(x, targets, tl_list, il_list, blank, reduction, zero_infinity):
     """torch's own CTC in float64, sample by sample (it refuses T = 0: there
     the loss is 0 for an empty target, +inf otherwise), reduced as it reduces."""
-    nll = []
+    nll = []  # differentiable where x requires grad
     for n in range(x.shape[1]):
         target = torch.tensor(target_of(targets, tl_list, n), dtype=torch.long)
         if il_list[n] == 0 or x.shape[0] == 0:
-            nll.append(0.0 if not len(target) else math.inf)
+            nll.append(torch.tensor(0.0 if not len(target) else math.inf, dtype=torch.float64))
             continue
         nll.append(torch.nn.functional.ctc_loss(x[: il_list[n], n:n + 1].double(), target[None], [il_list[n]],
-                                                [len(target)], blank=blank, reduction="sum").item())
-    nll = torch.tensor(nll, dtype=torch.float64)
+                                                [len(target)], blank=blank, reduction="sum",
+                                                zero_infinity=zero_infinity))
+    nll = torch.stack(nll) if nll else torch.zeros(0, dtype=torch.float64)
     if zero_infinity:
-        nll = torch.where(torch.isinf(nll), torch.zeros_like(nll), nll)
+        nll = torch.where(torch.isinf(nll), torch.zeros((), dtype=nll.dtype), nll)
     if reduction == "none":
         return nll
     if reduction == "sum":
@@ -219,3 +220,75 @@ def test_bad_arguments_raise_value_errors_naming_them(what, seed):
         for call in (lambda: ctcx.greedy_decode(x, il, **kwargs), lambda: ctcx.beam_search(x, il, **kwargs)):
             with pytest.raises((ValueError, TypeError)):
                 call()
+
+
+@given(ctc_inputs(max_T=8, max_C=5, normalised=False, dtypes=[torch.float64, torch.float32]),
+       st.sampled_from(["none", "sum", "mean"]))
+def test_ctc_loss_with_logits_and_its_gradient_match_native_on_log_softmax(case, reduction):
+    """From raw logits: the loss of log_softmax(logits), and d loss / d logits
+    equal to torch's own CTC on log_softmax(logits) (float64), zero_infinity
+    on; the modules give the same as the functions."""
+    x, targets, il, tl, blank, il_list, tl_list = case
+    if not torch.isfinite(x).all():
+        x = torch.where(torch.isfinite(x), x, torch.full_like(x, -30.0))  # logits are finite
+    logits = x.detach().clone().requires_grad_()
+    got = ctcx.ctc_loss_with_logits(logits, targets, il, tl, blank=blank, reduction=reduction, zero_infinity=True)
+    module = ctcx.CTCLossWithLogits(blank=blank, reduction=reduction, zero_infinity=True)(logits.detach(), targets,
+                                                                                           il, tl)
+    ref = x.detach().double().clone().requires_grad_()
+    want = native_losses(ref.log_softmax(-1), targets, tl_list, il_list, blank, reduction, True)
+    tol = TOL[x.dtype]
+    torch.testing.assert_close(got.double(), want.detach(), rtol=tol, atol=tol * 10)
+    torch.testing.assert_close(module, got, rtol=0, atol=0)
+    if want.requires_grad:
+        got.sum().backward()
+        want.sum().backward()
+        torch.testing.assert_close(logits.grad.double(), ref.grad, rtol=1e-4, atol=1e-4 if tol > 1e-9 else 1e-9)
+
+
+@given(ctc_inputs(max_T=5, max_N=2, max_C=4, max_S=0, dtypes=[torch.float64]), st.integers(0, 3),
+       st.one_of(st.none(), st.integers(0, 4)), st.booleans())
+def test_beam_search_constraints_match_brute_force(case, min_length, max_length, restrict):
+    """min_length, max_length and allowed_tokens with a full beam: the best
+    labelling that satisfies them, as brute force finds it."""
+    x, _, il, _, blank, il_list, _ = case
+    C = x.shape[-1]
+    allowed = torch.tensor([c % 2 == 0 or c == blank for c in range(C)]) if restrict else None
+    if max_length is not None and max_length < min_length:
+        with pytest.raises(ValueError):
+            ctcx.beam_search(x, il, beam_width=512, blank=blank, min_length=min_length, max_length=max_length)
+        return
+    result = ctcx.beam_search(x, il, beam_width=512, top_k=1, blank=blank, min_length=min_length,
+                              max_length=max_length, allowed_tokens=allowed)
+    for n in range(x.shape[1]):
+        want = ctc_decode_brute_force(x[: il_list[n], n], blank, min_length, max_length, allowed)
+        got = result.scores[n, 0].item()
+        if not want:
+            assert got == NEG_INF
+            continue
+        assert abs(got - want[0][1]) <= 1e-9 * max(1.0, abs(want[0][1]))
+        length = int(result.lengths[n, 0])
+        tokens = tuple(result.tokens[n, 0, :length].tolist())
+        assert abs(dict(want).get(tokens, NEG_INF) - want[0][1]) <= 1e-9 * max(1.0, abs(want[0][1]))
+
+
+@given(ctc_inputs(max_T=12, max_N=5, max_C=6, max_S=5, dtypes=[torch.float32, torch.float64]), st.booleans())
+def test_one_and_two_threads_give_the_same_answers(case, star):
+    """Decoding and alignment do not depend on the thread count, bit for bit;
+    the loss agrees to rounding."""
+    x, targets, il, tl, blank, il_list, tl_list = case
+    threads = torch.get_num_threads()
+    out = []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            align = ctcx.forced_align(x, targets, il, tl, blank=blank, allow_impossible=True, star=star)
+            out.append((ctcx.greedy_decode(x, il, blank=blank), ctcx.beam_search(x, il, beam_width=4, blank=blank),
+                        align, ctcx.ctc_loss(x, targets, il, tl, blank=blank, reduction="none")))
+    finally:
+        torch.set_num_threads(threads)
+    (g1, b1, a1, l1), (g2, b2, a2, l2) = out
+    assert g1 == g2
+    assert all(torch.equal(p, q) for p, q in zip(b1, b2))
+    assert torch.equal(a1[0], a2[0]) and torch.equal(a1[1], a2[1])
+    torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-6)
