@@ -97,12 +97,17 @@ def load_image(path: Path) -> Image.Image:
     """Open ``path`` fully into memory.
 
     Raises:
-        ValueError: if it is not a readable image (the message names the file).
+        ValueError: if it is not a readable image, or has more pixels than
+            Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS`` times
+            2); the message names the file.
     """
     try:
         with Image.open(path) as image:
             image.load()
             return image
+    except Image.DecompressionBombError as err:  # not an OSError: a huge image, maybe a bomb
+        raise ValueError(f"cannot read image {path}: too many pixels, a possible decompression bomb "
+                         f"({err})") from err
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 

@@ -1,0 +1,126 @@
+"""Damaged and hostile inputs of the trainer (issue 28): broken image files
+and folders, damaged and hostile checkpoints. Each is refused with a clear
+error naming the file (the CLI: exit code 2, a one-line message); none runs
+code, none crashes."""
+import os
+import random
+
+import pytest
+import torch
+
+from PIL import Image
+
+from ctcx.captcha import TrainConfig, load_checkpoint, read_checkpoint, train
+from ctcx.captcha.cli import main
+from ctcx.captcha.drawn import DrawSpec, draw_captcha
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ck")
+    config = TrainConfig(conv_channels=(8, 8, 8, 8), rnn_hidden=8, input_height=16, steps=2, batch_size=4,
+                         pool_size=8, fresh_per_step=1, workers=0, eval_size=4, eval_every=0, threads=1,
+                         device="cpu", amp="off", charset="digits", min_length=1, max_length=2, image_width=32,
+                         image_height=16, out_dir=str(out))
+    return train(config, progress=False, log=lambda _: None).checkpoint
+
+
+def test_a_checkpoint_cut_at_any_byte_is_refused_clearly(checkpoint, tmp_path, capsys):
+    data = checkpoint.read_bytes()
+    rng = random.Random(0)
+    for cut in sorted({0, 1, 10, len(data) // 2, len(data) - 1} | {rng.randrange(len(data)) for _ in range(10)}):
+        damaged = tmp_path / f"cut{cut}.pt"
+        damaged.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=f"{damaged}.* is not a ctcx captcha checkpoint"):
+            load_checkpoint(damaged)
+    assert main(["eval", str(tmp_path), "-c", str(tmp_path / f"cut{len(data) // 2}.pt")]) == 2
+    assert "is not a ctcx captcha checkpoint" in capsys.readouterr().err
+
+
+class _Payload:
+    """Unpickling this runs os.system: the attack a checkpoint can carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_with_a_pickle_payload_does_not_run_it(checkpoint, tmp_path):
+    marker = tmp_path / "ran"
+    contents = read_checkpoint(checkpoint)
+    contents["history"] = _Payload(marker)
+    hostile = tmp_path / "hostile.pt"
+    torch.save(contents, hostile)
+    with pytest.raises(ValueError, match="hostile.pt is not a ctcx captcha checkpoint.*weights_only=True"):
+        load_checkpoint(hostile)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_another_architecture_or_tampered_is_refused(checkpoint, tmp_path):
+    contents = read_checkpoint(checkpoint)
+    other = dict(contents, config=dict(contents["config"], conv_channels=[16, 16, 16, 16]))
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt"):
+        load_checkpoint(tmp_path / "other.pt")
+    torch.save({"state_dict": contents["state_dict"]}, tmp_path / "bare.pt")
+    with pytest.raises(ValueError, match="bare.pt is not a ctcx captcha checkpoint"):
+        load_checkpoint(tmp_path / "bare.pt")
+    torch.save(dict(contents, charset="abc"), tmp_path / "charset.pt")
+    with pytest.raises(ValueError, match="charset 'abc' disagrees with its config"):
+        load_checkpoint(tmp_path / "charset.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="list.pt is not a ctcx captcha checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+def good_folder(path, count=6):
+    path.mkdir()
+    for i in range(count):
+        image, label = draw_captcha(DrawSpec("0123456789", 2, 2, (64, 32)), 0, "bad", i)
+        image.save(path / f"{label}_{i}.png")
+    return path
+
+
+def broken_files(tmp_path):
+    """name -> (bytes, what the message must say)."""
+    good = next(good_folder(tmp_path / "source", 1).iterdir()).read_bytes()
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 M pixels, 60 KB on disk
+    return {"11_empty.png": (b"", "cannot read image"),
+            "22_cut.png": (good[: len(good) // 2], "cannot read image"),
+            "33_text.png": (b"this is not an image", "cannot read image"),
+            "44_bomb.png": (bomb.read_bytes(), "decompression bomb")}
+
+
+def test_a_broken_image_in_a_training_folder_stops_the_run_with_its_name(tmp_path, capsys):
+    for name, (data, message) in broken_files(tmp_path).items():
+        folder = good_folder(tmp_path / name.split(".")[0])
+        (folder / name).write_bytes(data)
+        code = main(["train", "--data-dir", str(folder), "--steps", "2", "--batch-size", "2", "--workers", "0",
+                     "--charset", "digits", "--input-height", "16", "--out", str(tmp_path / "run" / name),
+                     "--no-progress", "--threads", "1", "--amp", "off"])
+        err = capsys.readouterr().err
+        assert code == 2 and name in err and message in err, (name, code, err[-500:])
+        assert "Traceback" not in err
+
+
+def test_bad_labels_files_and_labels_outside_the_charset_name_the_problem(tmp_path, capsys):
+    """A labels file naming a missing image stops the run with its name; an
+    image whose label has characters outside the charset is left out and
+    reported by name."""
+    folder = good_folder(tmp_path / "tsv")
+    names = sorted(p.name for p in folder.iterdir())
+    (folder / "labels.tsv").write_text("".join(f"{n}\t12\n" for n in names) + "missing.png\t34\n")
+    assert main(["eval", str(folder), "-c", "nothing.pt"]) == 2  # the checkpoint is checked first
+    code = main(["train", "--data-dir", str(folder), "--steps", "1", "--workers", "0", "--charset", "digits",
+                 "--out", str(tmp_path / "r1"), "--no-progress"])
+    assert code == 2 and "missing.png" in capsys.readouterr().err
+    other = good_folder(tmp_path / "charset")
+    (other / "ab_99.png").write_bytes(next(other.iterdir()).read_bytes())
+    code = main(["train", "--data-dir", str(other), "--steps", "1", "--workers", "0", "--charset", "digits",
+                 "--out", str(tmp_path / "r2"), "--no-progress"])
+    out = capsys.readouterr().out  # skipped and reported, not fatal
+    assert code == 0 and "left out 1 training images whose labels have characters outside the charset" in out
+    assert "ab_99.png" in out
