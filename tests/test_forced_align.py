@@ -379,7 +379,7 @@ print(peak() - before)
 """
 
 
-def test_cpu_memory_stays_far_below_the_two_bit_bound(threads=2):
+def test_cpu_memory_stays_far_below_the_two_bit_bound(tmp_path, threads=2):
     """The docstring's promise for (T, N, L) = (2000, 64, 300): per thread one
     sample's 2-bit backpointers (302 KB), nothing per batch but the outputs
     (1.5 MB), against 19.2 MB for 2 bits per state of the whole batch. Peak
@@ -392,8 +392,10 @@ def test_cpu_memory_stays_far_below_the_two_bit_bound(threads=2):
         pytest.skip("needs Linux's /proc/self/clear_refs to reset the peak resident set")
 
     def probe(*extra):
+        # cwd outside the tree: `python -c` imports from its working directory first,
+        # and CI's CUDA stage tests the installed build, not the source tree
         out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(threads), *extra], capture_output=True,
-                             text=True, timeout=300)
+                             text=True, timeout=300, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         return int(out.stdout.split()[-1])
 
