@@ -114,9 +114,11 @@ def forced_align(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: 
     log-probability loses every comparison, so a path avoids it where it can.
 
     Memory: the CPU keeps, per sample in progress (one per thread), its
-    backpointers, ``input_length * ceil((2 L + 1) / 4)`` bytes (2 bits per
-    frame and extended-label state), and two rows of 2 L + 1 scores; for
-    (T, N, L) = (2000, 64, 300) that is 302 KB per thread, against the bound
+    backpointers, ``input_length * 6 * ceil((L + 1) / 16)`` bytes (three
+    16-bit words per frame for each 16 blank and 16 label states: 1.5 bits
+    per frame and extended-label state, rounded up to whole groups), and two
+    rows of 2 L + 1 scores; for (T, N, L) = (2000, 64, 300) that is 228 KB
+    per thread, against the bound
     of 2 bits for all N T (2 L + 1) states of 19.2 MB. CUDA aligns all
     samples at once: a workspace of two bit planes of ceil((2 S + 1) / 32)
     32-bit words per frame and sample, plus two rows of 2 S + 1 scores per

@@ -1,7 +1,10 @@
 // CTC forced alignment on the CPU: the Viterbi recursion (Graves et al.
 // 2006's forward recursion with max for sum) over each sample's extended
 // label sequence, one sample per task (at::parallel_for over the batch),
-// 2-bit backpointers, then the path traced back from the last frame.
+// backpointers of 1.5 bits per state, then the path traced back from the
+// last frame. Where the CPU has AVX-512, float32 accumulation runs 16 states
+// a step with intrinsics (the comparisons' masks are the backpointers);
+// elsewhere, and for float64, portable loops make the same decisions.
 //
 // With a wildcard ("star", ctcx/align.py), a blank state's value at a frame
 // is the larger of the blank's log-probability and the wildcard's score in
@@ -27,110 +30,171 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "ctcx/forced_align_checks.h"
 
 namespace ctcx {
 namespace {
 
-inline int get_move(const uint8_t* row, int64_t s) { return (row[s >> 2] >> ((s & 3) * 2)) & 3; }
+// The recursion keeps the extended label sequence's two kinds of state apart:
+// blank j (state 2 j, j = 0..L) and label i (state 2 i + 1, i = 0..L-1), so
+// that every blank state takes the frame's one blank value and the labels'
+// values are gathered straight from the row. With A the labels' and B the
+// blanks' values at the previous frame:
+//   blank j:  max(B[j] stay, A[j-1] one)                      + blank
+//   label i:  max(A[i] stay, B[i] one, A[i-1] + skip[i] two)  + row[target[i]]
+// (skip[i] is 0 where label i differs from label i - 1, -inf where not).
+// Ties: stay, then a strictly better one-state move, then a strictly better
+// two-state move, the CUDA kernel's order, so both give the same path bit
+// for bit. A and B carry kPad cells of -inf before index 0 (A[-1]).
+//
+// Backpointers: per frame, for each group of 16 blanks and 16 labels, three
+// 16-bit words: blank j came from label j - 1; label i came from blank i;
+// label i came from label i - 1. 3 bits for each pair of states: within the
+// 2 bits per state of the docstring's bound.
+constexpr int64_t kLanes = 16, kPad = 16;
+struct Window {  // the states computed at one frame: blanks [jlo, jhi), labels [ilo, ihi)
+  int64_t jlo, jhi, ilo, ihi;
+};
+inline Window window_of(int64_t lo, int64_t hi) { return {(lo + 1) / 2, (hi + 1) / 2, lo / 2, hi / 2}; }
+inline int64_t groups_of(int64_t L) { return (L + 1 + kLanes - 1) / kLanes; }
+// Bits k of a 16-lane group starting at base with a <= base + k < b.
+inline uint32_t lanes_in(int64_t base, int64_t a, int64_t b) {
+  const int64_t lo = std::max<int64_t>(a - base, 0), hi = std::min<int64_t>(b - base, kLanes);
+  return hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
+}
+inline int get_move(const uint16_t* row, int64_t s) {
+  const int64_t k = s >> 1;
+  const uint16_t* w = row + 3 * (k / kLanes);
+  const int bit = static_cast<int>(k % kLanes);
+  if (!(s & 1)) return (w[0] >> bit) & 1;
+  return ((w[2] >> bit) & 1) ? 2 : ((w[1] >> bit) & 1);
+}
 
-// One frame of the recursion over all S states, branch-free so that the
-// compiler vectorizes it: prev and next hold two -inf cells before state 0
-// (so s - 1 and s - 2 need no bounds checks), skip is 0 where the move from
-// s - 2 is allowed and -inf where not, emit the frame's value of every state.
-// Moves: 0 stay, 1 from s - 1, 2 from s - 2, in move_t of acc_t's width.
-// The comparisons are those of the CUDA kernel (stay, then strictly better
-// s - 1, then strictly better s - 2), so both give the same path bit for bit.
-template <typename acc_t, typename move_t>
-inline void viterbi_frame_body(const acc_t* __restrict prev, acc_t* __restrict next,
-                               const acc_t* __restrict skip, const acc_t* __restrict emit,
-                               move_t* __restrict moves, int64_t S) {
-  const acc_t* a = prev + 2;
-  acc_t* out = next + 2;
-#pragma omp simd
-  for (int64_t s = 0; s < S; ++s) {
-    const acc_t stay = a[s], one = a[s - 1], two = a[s - 2] + skip[s];
+// One frame, any type: prevB, prevA, nextB, nextA point at index 0 of their
+// padded rows; emitA the labels' values (the gathered row), emitB the
+// blanks' (null: every blank takes b). Branch-free loops the compiler can
+// vectorize, then the moves packed into the backpointer words.
+template <typename acc_t>
+void viterbi_frame_any(const acc_t* __restrict prevB, const acc_t* __restrict prevA, acc_t* __restrict nextB,
+                       acc_t* __restrict nextA, const acc_t* __restrict skip, const acc_t* __restrict emitA,
+                       const acc_t* __restrict emitB, acc_t b, const Window& w, uint8_t* __restrict mb,
+                       uint8_t* __restrict ma, uint16_t* __restrict row) {
+  for (int64_t j = w.jlo; j < w.jhi; ++j) {
+    const acc_t stay = prevB[j], one = prevA[j - 1];
+    const bool from_one = one > stay;
+    nextB[j] = (from_one ? one : stay) + (emitB ? emitB[j] : b);
+    mb[j] = from_one;
+  }
+  for (int64_t i = w.ilo; i < w.ihi; ++i) {
+    const acc_t stay = prevA[i], one = prevB[i], two = prevA[i - 1] + skip[i];
     acc_t best = stay;
-    move_t move = 0;
+    uint8_t move = 0;
     const bool from_one = one > best;
     best = from_one ? one : best;
-    move = from_one ? move_t(1) : move;
+    move = from_one ? uint8_t(1) : move;
     const bool from_two = two > best;
     best = from_two ? two : best;
-    move = from_two ? move_t(2) : move;
-    out[s] = best + emit[s];
-    moves[s] = move;
+    move = from_two ? uint8_t(2) : move;
+    nextA[i] = best + emitA[i];
+    ma[i] = move;
+  }
+  const int64_t g0 = std::min(w.jlo, w.ilo) / kLanes, g1 = (std::max(w.jhi, w.ihi) + kLanes - 1) / kLanes;
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t base = g * kLanes;
+    const uint32_t in_b = lanes_in(base, w.jlo, w.jhi), in_a = lanes_in(base, w.ilo, w.ihi);
+    uint32_t b1 = 0, a1 = 0, a2 = 0;
+    for (int64_t k = 0; k < kLanes; ++k) {
+      if (in_b >> k & 1) b1 |= uint32_t(mb[base + k]) << k;
+      if (in_a >> k & 1) {
+        a1 |= uint32_t(ma[base + k] == 1) << k;
+        a2 |= uint32_t(ma[base + k] == 2) << k;
+      }
+    }
+    row[3 * g] = static_cast<uint16_t>(b1);
+    row[3 * g + 1] = static_cast<uint16_t>(a1);
+    row[3 * g + 2] = static_cast<uint16_t>(a2);
   }
 }
 
-// Built for several x86-64 levels where the compiler can (AVX-512, AVX2,
-// baseline), picked at load time: the same arithmetic in every build.
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define CTCX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef CTCX_CLONES
-#define CTCX_CLONES
-#endif
-
-CTCX_CLONES void viterbi_frame(const float* prev, float* next, const float* skip, const float* emit,
-                               int32_t* moves, int64_t S) {
-  viterbi_frame_body(prev, next, skip, emit, moves, S);
-}
-CTCX_CLONES void viterbi_frame(const double* prev, double* next, const double* skip, const double* emit,
-                               int64_t* moves, int64_t S) {
-  viterbi_frame_body(prev, next, skip, emit, moves, S);
-}
-
-// Packs one frame's moves, 2 bits per state, into row (S + 3) / 4 bytes;
-// moves is zero past S up to a multiple of 4.
-template <typename move_t>
-inline void pack_moves_body(const move_t* __restrict moves, uint8_t* __restrict row, int64_t row_bytes) {
-  for (int64_t j = 0; j < row_bytes; ++j) {
-    const move_t* m = moves + 4 * j;
-    row[j] = static_cast<uint8_t>(m[0] | (m[1] << 2) | (m[2] << 4) | (m[3] << 6));
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CTCX_HAVE_AVX512_PATH 1
+// The same frame for float with AVX-512: 16 blanks and 16 labels a step, the
+// comparisons' masks are the backpointer words. Rows are padded to whole
+// groups, so the loads stay inside them (lanes outside the window are
+// computed from whatever is there, then neither stored nor marked). Labels'
+// values come from emitA, or with gather_row straight from the frame's row
+// of log-probabilities through the 32-bit label ids in idx (zero-padded).
+__attribute__((target("avx512f"))) void viterbi_frame_avx512(
+    const float* prevB, const float* prevA, float* nextB, float* nextA, const float* skip, const float* emitA,
+    const float* gather_row, int64_t C, const int32_t* idx, const float* emitB, float b, const Window& w,
+    uint16_t* row) {
+  const int64_t g0 = std::min(w.jlo, w.ilo) / kLanes, g1 = (std::max(w.jhi, w.ihi) + kLanes - 1) / kLanes;
+  const __m512 bv = _mm512_set1_ps(b);
+  // Up to 64 classes: the row in four registers, the labels' values picked by
+  // two-register permutes (cheaper than a gather).
+  const bool permute = gather_row && C <= 4 * kLanes;
+  __m512 r0 = _mm512_setzero_ps(), r1 = r0, r2 = r0, r3 = r0;
+  if (permute) {
+    r0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes_in(0, 0, C)), gather_row);
+    r1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes_in(kLanes, 0, C)), gather_row + kLanes);
+    r2 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes_in(2 * kLanes, 0, C)), gather_row + 2 * kLanes);
+    r3 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(lanes_in(3 * kLanes, 0, C)), gather_row + 3 * kLanes);
+  }
+  const __m512i high_half = _mm512_set1_epi32(2 * kLanes);
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t base = g * kLanes;
+    const __mmask16 in_b = static_cast<__mmask16>(lanes_in(base, w.jlo, w.jhi));
+    const __mmask16 in_a = static_cast<__mmask16>(lanes_in(base, w.ilo, w.ihi));
+    const __m512 stayB = _mm512_loadu_ps(prevB + base);
+    const __m512 stayA = _mm512_loadu_ps(prevA + base);
+    const __m512 left = _mm512_loadu_ps(prevA + base - 1);  // blank j's one, label i's two (before skip)
+    // blanks
+    const __mmask16 b1 = _mm512_mask_cmp_ps_mask(in_b, left, stayB, _CMP_GT_OQ);
+    const __m512 eB = emitB ? _mm512_loadu_ps(emitB + base) : bv;
+    _mm512_mask_storeu_ps(nextB + base, in_b, _mm512_add_ps(_mm512_mask_blend_ps(b1, stayB, left), eB));
+    // labels
+    const __mmask16 one = _mm512_mask_cmp_ps_mask(in_a, stayB, stayA, _CMP_GT_OQ);
+    __m512 best = _mm512_mask_blend_ps(one, stayA, stayB);
+    const __m512 two = _mm512_add_ps(left, _mm512_loadu_ps(skip + base));
+    const __mmask16 a2 = _mm512_mask_cmp_ps_mask(in_a, two, best, _CMP_GT_OQ);
+    best = _mm512_mask_blend_ps(a2, best, two);
+    __m512 eA;
+    if (permute) {
+      const __m512i id = _mm512_loadu_si512(reinterpret_cast<const void*>(idx + base));
+      eA = _mm512_mask_blend_ps(_mm512_test_epi32_mask(id, high_half), _mm512_permutex2var_ps(r0, id, r1),
+                                _mm512_permutex2var_ps(r2, id, r3));
+    } else if (gather_row) {
+      eA = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in_a,
+                                    _mm512_loadu_si512(reinterpret_cast<const void*>(idx + base)), gather_row, 4);
+    } else {
+      eA = _mm512_loadu_ps(emitA + base);
+    }
+    _mm512_mask_storeu_ps(nextA + base, in_a, _mm512_add_ps(best, eA));
+    row[3 * g] = static_cast<uint16_t>(b1);
+    row[3 * g + 1] = static_cast<uint16_t>(one & ~a2);
+    row[3 * g + 2] = static_cast<uint16_t>(a2);
   }
 }
-CTCX_CLONES void pack_moves(const int32_t* moves, uint8_t* row, int64_t row_bytes) {
-  pack_moves_body(moves, row, row_bytes);
+// The vector path where the CPU has AVX-512, unless CTCX_NO_AVX512 is set
+// (read at every call, so tests can compare both paths in one process).
+inline bool use_avx512() {
+  static const bool have = __builtin_cpu_supports("avx512f");
+  const char* off = std::getenv("CTCX_NO_AVX512");
+  return have && !(off && *off && std::string(off) != "0");
 }
-CTCX_CLONES void pack_moves(const int64_t* moves, uint8_t* row, int64_t row_bytes) {
-  pack_moves_body(moves, row, row_bytes);
-}
-
-// One frame's value of every state: the blank's b at even states, the
-// target's labels (row[target[i]], gathered through 32-bit indices into lab)
-// at odd ones.
-template <typename scalar_t, typename acc_t>
-inline void gather_emit_body(const scalar_t* __restrict row, const int32_t* __restrict target,
-                             acc_t* __restrict lab, acc_t* __restrict emit, int64_t L, acc_t b) {
-  for (int64_t i = 0; i < L; ++i) lab[i] = static_cast<acc_t>(row[target[i]]);
-  for (int64_t i = 0; i < L; ++i) {
-    emit[2 * i] = b;
-    emit[2 * i + 1] = lab[i];
-  }
-  emit[2 * L] = b;
-}
-CTCX_CLONES void gather_emit(const float* row, const int32_t* target, float* lab, float* emit, int64_t L,
-                             float b) {
-  gather_emit_body(row, target, lab, emit, L, b);
-}
-CTCX_CLONES void gather_emit(const double* row, const int32_t* target, double* lab, double* emit, int64_t L,
-                             double b) {
-  gather_emit_body(row, target, lab, emit, L, b);
-}
-template <typename scalar_t, typename acc_t>
-inline void gather_emit(const scalar_t* row, const int32_t* target, acc_t* lab, acc_t* emit, int64_t L,
-                        acc_t b) {
-  gather_emit_body(row, target, lab, emit, L, b);  // float16 and bfloat16: converted as they are read
-}
+#endif
 
 template <typename scalar_t>
 void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t target_stride,
@@ -142,14 +206,21 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
   const int64_t T = x.size(0), N = x.size(1), C = x.size(2);
   const int64_t st = x.stride(0), sn = x.stride(1);
   const scalar_t* data = x.const_data_ptr<scalar_t>();
-  using move_t = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;
+#ifdef CTCX_HAVE_AVX512_PATH
+  constexpr bool kFloatAcc = std::is_same_v<acc_t, float>;
+  const bool vector_path = kFloatAcc && use_avx512();
+  // float input with unit class stride: the labels' values are gathered by the vector path itself
+  const bool gather_in_kernel = vector_path && std::is_same_v<scalar_t, float>;  // unit class stride: checked by the op
+#else
+  const bool vector_path = false, gather_in_kernel = false;
+#endif
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> prev, next, skip, emit, lab, top_values;
-    std::vector<int32_t> target32;  // the labels as 32-bit indices (C fits: checked by the op)
-    std::vector<int64_t> top_classes;
-    std::vector<move_t> step;
-    std::vector<int64_t> ext, gap_before, gap_after;
-    std::vector<uint8_t> moves;
+    // rows of blank (B) and label (A) values, kPad cells of -inf before index 0
+    std::vector<acc_t> rows_b[2], rows_a[2], skip, emit_a, emit_b, top_values;
+    std::vector<int32_t> target32;  // the labels as 32-bit indices (C fits: checked by the op), zero-padded
+    std::vector<int64_t> top_classes, ext, gap_before, gap_after;
+    std::vector<uint8_t> move_b, move_a;
+    std::vector<uint16_t> moves;
     for (int64_t n = begin; n < end; ++n) {
       const int64_t frames = input_lengths[n], L = target_lengths[n], S = 2 * L + 1;
       const int64_t* target = targets + n * target_stride;
@@ -202,22 +273,27 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         const bool ok2 = top_c[2] >= 0 && top_c[2] != before && top_c[2] != after;
         return ok0 ? top_v[0] : ok1 ? top_v[1] : ok2 ? top_v[2] : kNegInf;
       };
-      // Every state's value at frame t: its class's log-probability, or for a
-      // blank state with a wildcard the larger of that and the wildcard's.
-      // (only states lo <= s < hi are needed: see the window below)
-      const auto fill_emit = [&](int64_t t, int64_t lo, int64_t hi) {
+      // The frame's values of the window's states: the labels' gathered into
+      // emit_a (unless the vector path gathers them itself), and with a
+      // wildcard each blank state's, the larger of the blank's and the
+      // wildcard's, into emit_b. Returns the blank's value.
+      const auto fill_emit = [&](int64_t t, const Window& w) -> acc_t {
         const scalar_t* row = lp + t * st;
         const acc_t b = static_cast<acc_t>(row[blank]);
-        const int64_t first = lo / 2, last = std::min(L, (hi + 1) / 2);  // labels first..last-1, blanks first..last
-        gather_emit(row, target32.data() + first, lab.data() + first, emit.data() + 2 * first, last - first, b);
+        if (!gather_in_kernel) {
+          const int32_t* tg = target32.data();
+          acc_t* ea = emit_a.data();
+          for (int64_t i = w.ilo; i < w.ihi; ++i) ea[i] = static_cast<acc_t>(row[tg[i]]);
+        }
         if (with_star) {
           use_top(t);
           find_top(row);
-          for (int64_t i = first; i <= last; ++i) {
-            const acc_t w = star(i);
-            emit[2 * i] = w > b ? w : b;
+          for (int64_t j = w.jlo; j < w.jhi; ++j) {
+            const acc_t v = star(j);
+            emit_b[j] = v > b ? v : b;
           }
         }
+        return b;
       };
       int64_t* out_labels = labels + n * T;
       scalar_t* out_scores = scores + n * T;
@@ -227,8 +303,9 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       }
       ext.assign(S, blank);
       for (int64_t i = 0; i < L; ++i) ext[2 * i + 1] = target[i];
-      target32.assign(target, target + L);
-      lab.resize(L);
+      const int64_t G = groups_of(L), width = G * kLanes;  // whole groups: L + 1 blanks, L labels
+      target32.assign(width, 0);
+      for (int64_t i = 0; i < L; ++i) target32[i] = static_cast<int32_t>(target[i]);
       if (with_star) {  // the labels beside each gap (-1 at the ends)
         top_values.resize(3 * frames);
         top_classes.resize(3 * frames);
@@ -243,20 +320,31 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         path_scores[n] = L == 0 ? acc_t(0) : kNegInf;
         continue;
       }
-      const int64_t row_bytes = (S + 3) / 4;
-      moves.resize(frames * row_bytes);
-      std::fill(moves.begin(), moves.begin() + row_bytes, uint8_t(0));  // frame 0 has no moves
-      prev.assign(S + 2, kNegInf);
-      next.assign(S + 2, kNegInf);
-      skip.assign(S, kNegInf);
-      for (int64_t s = 3; s < S; s += 2) {
-        if (ext[s] != ext[s - 2]) skip[s] = acc_t(0);
+      const int64_t row_words = 3 * G;
+      moves.resize(frames * row_words);
+      std::fill(moves.begin(), moves.begin() + row_words, uint16_t(0));  // frame 0 has no moves
+      for (int k = 0; k < 2; ++k) {
+        rows_b[k].assign(kPad + width, kNegInf);
+        rows_a[k].assign(kPad + width, kNegInf);
       }
-      emit.assign(S, kNegInf);
-      step.assign(4 * row_bytes, move_t(0));
-      fill_emit(0, 0, std::min<int64_t>(S, 2));
-      prev[2] = emit[0];
-      if (S > 1) prev[3] = emit[1];
+      skip.assign(width, kNegInf);
+      for (int64_t i = 1; i < L; ++i) {
+        if (target[i] != target[i - 1]) skip[i] = acc_t(0);
+      }
+      emit_a.assign(width, kNegInf);
+      if (with_star) emit_b.assign(width, kNegInf);
+      move_b.assign(width, 0);
+      move_a.assign(width, 0);
+      acc_t* prevB = rows_b[0].data() + kPad;
+      acc_t* prevA = rows_a[0].data() + kPad;
+      acc_t* nextB = rows_b[1].data() + kPad;
+      acc_t* nextA = rows_a[1].data() + kPad;
+      {
+        const Window w0 = window_of(0, std::min<int64_t>(S, 2));
+        const acc_t b = fill_emit(0, w0);
+        prevB[0] = with_star ? emit_b[0] : b;
+        if (L > 0) prevA[0] = gather_in_kernel ? static_cast<acc_t>(lp[target[0]]) : emit_a[0];
+      }
       for (int64_t t = 1; t < frames; ++t) {
         // The window of live states: s <= 2 t + 1 can be reached from the
         // start (the others are -inf and stay so in both buffers), and only
@@ -264,17 +352,39 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         // of a live state is live, so the states outside (left stale) are
         // never read by one, nor visited by the trace. Same path, fewer states.
         const int64_t lo = std::max<int64_t>(0, S - 2 * (frames - t)), hi = std::min<int64_t>(S, 2 * t + 2);
-        fill_emit(t, lo, hi);
-        viterbi_frame(prev.data() + lo, next.data() + lo, skip.data() + lo, emit.data() + lo, step.data() + lo,
-                      hi - lo);
-        pack_moves(step.data(), moves.data() + t * row_bytes, row_bytes);
-        prev.swap(next);
+        const Window w = window_of(lo, hi);
+        const acc_t b = fill_emit(t, w);
+        uint16_t* row = moves.data() + t * row_words;
+        const acc_t* eB = with_star ? emit_b.data() : nullptr;
+#ifdef CTCX_HAVE_AVX512_PATH
+        if constexpr (kFloatAcc) {
+          if (vector_path) {
+            const float* gather_row = nullptr;
+            if constexpr (std::is_same_v<scalar_t, float>) {
+              if (gather_in_kernel) gather_row = lp + t * st;
+            }
+            viterbi_frame_avx512(prevB, prevA, nextB, nextA, skip.data(), emit_a.data(), gather_row, C,
+                                 target32.data(), eB, b, w, row);
+            std::swap(prevB, nextB);
+            std::swap(prevA, nextA);
+            continue;
+          }
+        }
+#endif
+        viterbi_frame_any(prevB, prevA, nextB, nextA, skip.data(), emit_a.data(), eB, b, w, move_b.data(),
+                          move_a.data(), row);
+        std::swap(prevB, nextB);
+        std::swap(prevA, nextA);
       }
-      const acc_t* alpha = prev.data() + 2;
+      // the end: the final blank (state S - 1), or the last label if strictly better
       int64_t s = S - 1;
-      if (S > 1 && alpha[S - 2] > alpha[S - 1]) s = S - 2;
-      path_scores[n] = alpha[s];
-      if (!(alpha[s] > kNegInf)) {  // no alignment with a finite log-probability (or NaN input)
+      acc_t last = prevB[L];
+      if (L > 0 && prevA[L - 1] > last) {
+        s = S - 2;
+        last = prevA[L - 1];
+      }
+      path_scores[n] = last;
+      if (!(last > kNegInf)) {  // no alignment with a finite log-probability (or NaN input)
         continue;
       }
       for (int64_t t = frames - 1; t >= 0; --t) {
@@ -291,7 +401,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
           out_labels[t] = ext[s];
           out_scores[t] = v;
         }
-        s -= get_move(moves.data() + t * row_bytes, s);
+        s -= get_move(moves.data() + t * row_words, s);
       }
     }
   });
