@@ -128,6 +128,45 @@ void viterbi_frame_any(const acc_t* __restrict prevB, const acc_t* __restrict pr
   }
 }
 
+// Built for several x86-64 levels where the compiler can (AVX-512, AVX2,
+// baseline), picked at load time: the same arithmetic in every build.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define CTCX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef CTCX_CLONES
+#define CTCX_CLONES
+#endif
+
+// With a wildcard, the value of blank states j in [jlo, jhi) at one frame:
+// the larger of the blank's b and the wildcard's score in gap j, the first
+// of the frame's three best non-blank classes (c, values v; -1 where C is
+// too small) that is neither label beside the gap (before, after; -1 at
+// the ends). Branch-free, so the compiler vectorizes it.
+template <typename acc_t>
+inline void star_row_body(const int32_t* __restrict before, const int32_t* __restrict after, const int32_t* c,
+                          const acc_t* v, acc_t b, acc_t* __restrict out, int64_t jlo, int64_t jhi) {
+  const int32_t c0 = c[0], c1 = c[1], c2 = c[2];
+  const acc_t v0 = v[0], v1 = v[1], v2 = v[2], none = -std::numeric_limits<acc_t>::infinity();
+  for (int64_t j = jlo; j < jhi; ++j) {
+    const int32_t x = before[j], y = after[j];
+    const bool ok0 = (c0 >= 0) & (c0 != x) & (c0 != y);
+    const bool ok1 = (c1 >= 0) & (c1 != x) & (c1 != y);
+    const bool ok2 = (c2 >= 0) & (c2 != x) & (c2 != y);
+    const acc_t w = ok0 ? v0 : ok1 ? v1 : ok2 ? v2 : none;
+    out[j] = w > b ? w : b;
+  }
+}
+CTCX_CLONES void star_row(const int32_t* before, const int32_t* after, const int32_t* c, const float* v, float b,
+                          float* out, int64_t jlo, int64_t jhi) {
+  star_row_body(before, after, c, v, b, out, jlo, jhi);
+}
+CTCX_CLONES void star_row(const int32_t* before, const int32_t* after, const int32_t* c, const double* v,
+                          double b, double* out, int64_t jlo, int64_t jhi) {
+  star_row_body(before, after, c, v, b, out, jlo, jhi);
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define CTCX_HAVE_AVX512_PATH 1
 // The same frame for float with AVX-512: 16 blanks and 16 labels a step, the
@@ -218,7 +257,8 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
     // rows of blank (B) and label (A) values, kPad cells of -inf before index 0
     std::vector<acc_t> rows_b[2], rows_a[2], skip, emit_a, emit_b, top_values;
     std::vector<int32_t> target32;  // the labels as 32-bit indices (C fits: checked by the op), zero-padded
-    std::vector<int64_t> top_classes, ext, gap_before, gap_after;
+    std::vector<int64_t> ext;
+    std::vector<int32_t> top_classes, gap_before, gap_after;
     std::vector<uint8_t> move_b, move_a;
     std::vector<uint16_t> moves;
     for (int64_t n = begin; n < end; ++n) {
@@ -228,14 +268,14 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       // The frame's three best non-blank classes (values plus the penalty;
       // class -1 and -inf where C is too small), kept per frame for the trace.
       acc_t* top_v = nullptr;
-      int64_t* top_c = nullptr;
+      int32_t* top_c = nullptr;
       const auto use_top = [&](int64_t t) {
         top_v = top_values.data() + 3 * t;
         top_c = top_classes.data() + 3 * t;
       };
       const auto find_top = [&](const scalar_t* row) {
         acc_t v0 = kNegInf, v1 = kNegInf, v2 = kNegInf;
-        int64_t c0 = -1, c1 = -1, c2 = -1;
+        int32_t c0 = -1, c1 = -1, c2 = -1;
         const auto ranks_above = [](acc_t x, acc_t y) { return x > y || (std::isnan(x) && !std::isnan(y)); };
         for (int64_t c = 0; c < C; ++c) {
           const acc_t v = static_cast<acc_t>(row[c]);
@@ -247,14 +287,14 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
               v1 = v0;
               c1 = c0;
               v0 = v;
-              c0 = c;
+              c0 = static_cast<int32_t>(c);
             } else {
               v1 = v;
-              c1 = c;
+              c1 = static_cast<int32_t>(c);
             }
           } else {
             v2 = v;
-            c2 = c;
+            c2 = static_cast<int32_t>(c);
           }
         }
         top_v[0] = v0 + star_penalty;
@@ -267,7 +307,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       // The wildcard's score in gap i (blank state 2 i), after find_top: the
       // first candidate that is neither label beside the gap.
       const auto star = [&](int64_t i) -> acc_t {
-        const int64_t before = gap_before[i], after = gap_after[i];
+        const int32_t before = gap_before[i], after = gap_after[i];
         const bool ok0 = top_c[0] >= 0 && top_c[0] != before && top_c[0] != after;
         const bool ok1 = top_c[1] >= 0 && top_c[1] != before && top_c[1] != after;
         const bool ok2 = top_c[2] >= 0 && top_c[2] != before && top_c[2] != after;
@@ -288,10 +328,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         if (with_star) {
           use_top(t);
           find_top(row);
-          for (int64_t j = w.jlo; j < w.jhi; ++j) {
-            const acc_t v = star(j);
-            emit_b[j] = v > b ? v : b;
-          }
+          star_row(gap_before.data(), gap_after.data(), top_c, top_v, b, emit_b.data(), w.jlo, w.jhi);
         }
         return b;
       };
@@ -312,8 +349,8 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         gap_before.assign(L + 1, -1);
         gap_after.assign(L + 1, -1);
         for (int64_t i = 0; i < L; ++i) {
-          gap_before[i + 1] = target[i];
-          gap_after[i] = target[i];
+          gap_before[i + 1] = static_cast<int32_t>(target[i]);
+          gap_after[i] = static_cast<int32_t>(target[i]);
         }
       }
       if (frames == 0) {
