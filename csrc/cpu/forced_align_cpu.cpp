@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <string>
@@ -82,49 +83,66 @@ inline int get_move(const uint16_t* row, int64_t s) {
   return ((w[2] >> bit) & 1) ? 2 : ((w[1] >> bit) & 1);
 }
 
+// The loops' bodies are inlined into every build of the functions that use
+// them (an out-of-line copy would be compiled for baseline x86-64 only).
+#if defined(__GNUC__)
+#define CTCX_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CTCX_ALWAYS_INLINE inline
+#endif
+
+// Bits k of 16 bytes that are each 0 or 1 (one multiply per 8 bytes).
+CTCX_ALWAYS_INLINE uint16_t pack16(const uint8_t* p) {
+  uint64_t lo, hi;
+  std::memcpy(&lo, p, 8);
+  std::memcpy(&hi, p + 8, 8);
+  constexpr uint64_t kGather = 0x0102040810204080ull;  // byte k's low bit to bit 56 + k
+  return static_cast<uint16_t>(((lo * kGather) >> 56) | (((hi * kGather) >> 56) << 8));
+}
+
 // One frame, any type: prevB, prevA, nextB, nextA point at index 0 of their
 // padded rows; emitA the labels' values (the gathered row), emitB the
 // blanks' (null: every blank takes b). Branch-free loops the compiler can
-// vectorize, then the moves packed into the backpointer words.
+// vectorize write each state's move as 0/1 bytes (mb: blank from the label
+// before; m1, m2: label from its blank, from the label before), then each
+// group's bytes become its backpointer words (bytes outside the window hold
+// stale moves, whose bits the trace never reads).
 template <typename acc_t>
-void viterbi_frame_any(const acc_t* __restrict prevB, const acc_t* __restrict prevA, acc_t* __restrict nextB,
-                       acc_t* __restrict nextA, const acc_t* __restrict skip, const acc_t* __restrict emitA,
-                       const acc_t* __restrict emitB, acc_t b, const Window& w, uint8_t* __restrict mb,
-                       uint8_t* __restrict ma, uint16_t* __restrict row) {
-  for (int64_t j = w.jlo; j < w.jhi; ++j) {
-    const acc_t stay = prevB[j], one = prevA[j - 1];
-    const bool from_one = one > stay;
-    nextB[j] = (from_one ? one : stay) + (emitB ? emitB[j] : b);
-    mb[j] = from_one;
+CTCX_ALWAYS_INLINE void viterbi_frame_body(const acc_t* __restrict prevB, const acc_t* __restrict prevA,
+                               acc_t* __restrict nextB, acc_t* __restrict nextA, const acc_t* __restrict skip,
+                               const acc_t* __restrict emitA, const acc_t* __restrict emitB, acc_t b,
+                               const Window& w, uint8_t* __restrict mb, uint8_t* __restrict m1,
+                               uint8_t* __restrict m2, uint16_t* __restrict row) {
+  if (emitB) {
+    for (int64_t j = w.jlo; j < w.jhi; ++j) {
+      const acc_t stay = prevB[j], one = prevA[j - 1];
+      const bool from_one = one > stay;
+      nextB[j] = (from_one ? one : stay) + emitB[j];
+      mb[j] = from_one;
+    }
+  } else {
+    for (int64_t j = w.jlo; j < w.jhi; ++j) {
+      const acc_t stay = prevB[j], one = prevA[j - 1];
+      const bool from_one = one > stay;
+      nextB[j] = (from_one ? one : stay) + b;
+      mb[j] = from_one;
+    }
   }
   for (int64_t i = w.ilo; i < w.ihi; ++i) {
     const acc_t stay = prevA[i], one = prevB[i], two = prevA[i - 1] + skip[i];
-    acc_t best = stay;
-    uint8_t move = 0;
-    const bool from_one = one > best;
-    best = from_one ? one : best;
-    move = from_one ? uint8_t(1) : move;
+    const bool from_one = one > stay;
+    const acc_t best = from_one ? one : stay;
     const bool from_two = two > best;
-    best = from_two ? two : best;
-    move = from_two ? uint8_t(2) : move;
-    nextA[i] = best + emitA[i];
-    ma[i] = move;
+    nextA[i] = (from_two ? two : best) + emitA[i];
+    m1[i] = from_one & !from_two;
+    m2[i] = from_two;
   }
   const int64_t g0 = std::min(w.jlo, w.ilo) / kLanes, g1 = (std::max(w.jhi, w.ihi) + kLanes - 1) / kLanes;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t base = g * kLanes;
-    const uint32_t in_b = lanes_in(base, w.jlo, w.jhi), in_a = lanes_in(base, w.ilo, w.ihi);
-    uint32_t b1 = 0, a1 = 0, a2 = 0;
-    for (int64_t k = 0; k < kLanes; ++k) {
-      if (in_b >> k & 1) b1 |= uint32_t(mb[base + k]) << k;
-      if (in_a >> k & 1) {
-        a1 |= uint32_t(ma[base + k] == 1) << k;
-        a2 |= uint32_t(ma[base + k] == 2) << k;
-      }
-    }
-    row[3 * g] = static_cast<uint16_t>(b1);
-    row[3 * g + 1] = static_cast<uint16_t>(a1);
-    row[3 * g + 2] = static_cast<uint16_t>(a2);
+    row[3 * g] = pack16(mb + base);
+    row[3 * g + 1] = pack16(m1 + base);
+    row[3 * g + 2] = pack16(m2 + base);
   }
 }
 
@@ -145,7 +163,7 @@ void viterbi_frame_any(const acc_t* __restrict prevB, const acc_t* __restrict pr
 // too small) that is neither label beside the gap (before, after; -1 at
 // the ends). Branch-free, so the compiler vectorizes it.
 template <typename acc_t>
-inline void star_row_body(const int32_t* __restrict before, const int32_t* __restrict after, const int32_t* c,
+CTCX_ALWAYS_INLINE void star_row_body(const int32_t* __restrict before, const int32_t* __restrict after, const int32_t* c,
                           const acc_t* v, acc_t b, acc_t* __restrict out, int64_t jlo, int64_t jhi) {
   const int32_t c0 = c[0], c1 = c[1], c2 = c[2];
   const acc_t v0 = v[0], v1 = v[1], v2 = v[2], none = -std::numeric_limits<acc_t>::infinity();
@@ -165,6 +183,35 @@ CTCX_CLONES void star_row(const int32_t* before, const int32_t* after, const int
 CTCX_CLONES void star_row(const int32_t* before, const int32_t* after, const int32_t* c, const double* v,
                           double b, double* out, int64_t jlo, int64_t jhi) {
   star_row_body(before, after, c, v, b, out, jlo, jhi);
+}
+
+CTCX_CLONES void viterbi_frame(const float* prevB, const float* prevA, float* nextB, float* nextA,
+                               const float* skip, const float* emitA, const float* emitB, float b, const Window& w,
+                               uint8_t* mb, uint8_t* m1, uint8_t* m2, uint16_t* row) {
+  viterbi_frame_body(prevB, prevA, nextB, nextA, skip, emitA, emitB, b, w, mb, m1, m2, row);
+}
+CTCX_CLONES void viterbi_frame(const double* prevB, const double* prevA, double* nextB, double* nextA,
+                               const double* skip, const double* emitA, const double* emitB, double b,
+                               const Window& w, uint8_t* mb, uint8_t* m1, uint8_t* m2, uint16_t* row) {
+  viterbi_frame_body(prevB, prevA, nextB, nextA, skip, emitA, emitB, b, w, mb, m1, m2, row);
+}
+
+// The labels' values at one frame, for labels [ilo, ihi), through their
+// 32-bit ids (float16 and bfloat16 converted as they are read).
+template <typename scalar_t, typename acc_t>
+CTCX_ALWAYS_INLINE void gather_labels_body(const scalar_t* __restrict row, const int32_t* __restrict ids,
+                               acc_t* __restrict out, int64_t ilo, int64_t ihi) {
+  for (int64_t i = ilo; i < ihi; ++i) out[i] = static_cast<acc_t>(row[ids[i]]);
+}
+CTCX_CLONES void gather_labels(const float* row, const int32_t* ids, float* out, int64_t ilo, int64_t ihi) {
+  gather_labels_body(row, ids, out, ilo, ihi);
+}
+CTCX_CLONES void gather_labels(const double* row, const int32_t* ids, double* out, int64_t ilo, int64_t ihi) {
+  gather_labels_body(row, ids, out, ilo, ihi);
+}
+template <typename scalar_t, typename acc_t>
+inline void gather_labels(const scalar_t* row, const int32_t* ids, acc_t* out, int64_t ilo, int64_t ihi) {
+  gather_labels_body(row, ids, out, ilo, ihi);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -248,10 +295,13 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
 #ifdef CTCX_HAVE_AVX512_PATH
   constexpr bool kFloatAcc = std::is_same_v<acc_t, float>;
   const bool vector_path = kFloatAcc && use_avx512();
-  // float input with unit class stride: the labels' values are gathered by the vector path itself
-  const bool gather_in_kernel = vector_path && std::is_same_v<scalar_t, float>;  // unit class stride: checked by the op
+  // float input on the vector path (unit class stride: checked by the op):
+  // the frame step reads the labels' values from the row itself; otherwise
+  // they are gathered (and converted) into emit_a first.
+  constexpr bool kFloatIn = std::is_same_v<scalar_t, float>;
+  const bool gather_in_kernel = kFloatIn && vector_path;
 #else
-  const bool vector_path = false, gather_in_kernel = false;
+  const bool gather_in_kernel = false;
 #endif
   at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
     // rows of blank (B) and label (A) values, kPad cells of -inf before index 0
@@ -259,7 +309,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
     std::vector<int32_t> target32;  // the labels as 32-bit indices (C fits: checked by the op), zero-padded
     std::vector<int64_t> ext;
     std::vector<int32_t> top_classes, gap_before, gap_after;
-    std::vector<uint8_t> move_b, move_a;
+    std::vector<uint8_t> move_b, move_1, move_2;  // the portable code's moves, 0/1 per state
     std::vector<uint16_t> moves;
     for (int64_t n = begin; n < end; ++n) {
       const int64_t frames = input_lengths[n], L = target_lengths[n], S = 2 * L + 1;
@@ -320,11 +370,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       const auto fill_emit = [&](int64_t t, const Window& w) -> acc_t {
         const scalar_t* row = lp + t * st;
         const acc_t b = static_cast<acc_t>(row[blank]);
-        if (!gather_in_kernel) {
-          const int32_t* tg = target32.data();
-          acc_t* ea = emit_a.data();
-          for (int64_t i = w.ilo; i < w.ihi; ++i) ea[i] = static_cast<acc_t>(row[tg[i]]);
-        }
+        if (!gather_in_kernel) gather_labels(row, target32.data(), emit_a.data(), w.ilo, w.ihi);
         if (with_star) {
           use_top(t);
           find_top(row);
@@ -371,7 +417,8 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
       emit_a.assign(width, kNegInf);
       if (with_star) emit_b.assign(width, kNegInf);
       move_b.assign(width, 0);
-      move_a.assign(width, 0);
+      move_1.assign(width, 0);
+      move_2.assign(width, 0);
       acc_t* prevB = rows_b[0].data() + kPad;
       acc_t* prevA = rows_a[0].data() + kPad;
       acc_t* nextB = rows_b[1].data() + kPad;
@@ -397,9 +444,7 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         if constexpr (kFloatAcc) {
           if (vector_path) {
             const float* gather_row = nullptr;
-            if constexpr (std::is_same_v<scalar_t, float>) {
-              if (gather_in_kernel) gather_row = lp + t * st;
-            }
+            if constexpr (kFloatIn) gather_row = lp + t * st;
             viterbi_frame_avx512(prevB, prevA, nextB, nextA, skip.data(), emit_a.data(), gather_row, C,
                                  target32.data(), eB, b, w, row);
             std::swap(prevB, nextB);
@@ -408,8 +453,8 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
           }
         }
 #endif
-        viterbi_frame_any(prevB, prevA, nextB, nextA, skip.data(), emit_a.data(), eB, b, w, move_b.data(),
-                          move_a.data(), row);
+        viterbi_frame(prevB, prevA, nextB, nextA, skip.data(), emit_a.data(), eB, b, w, move_b.data(),
+                      move_1.data(), move_2.data(), row);
         std::swap(prevB, nextB);
         std::swap(prevA, nextA);
       }
