@@ -94,16 +94,56 @@ def broken_files(tmp_path):
             "44_bomb.png": (bomb.read_bytes(), "decompression bomb")}
 
 
-def test_a_broken_image_in_a_training_folder_stops_the_run_with_its_name(tmp_path, capsys):
-    for name, (data, message) in broken_files(tmp_path).items():
-        folder = good_folder(tmp_path / name.split(".")[0])
+def train_args(folder, out):
+    return ["train", "--data-dir", str(folder), "--steps", "2", "--batch-size", "2", "--workers", "0",
+            "--charset", "digits", "--input-height", "16", "--out", str(out), "--no-progress", "--threads", "1",
+            "--amp", "off"]
+
+
+def test_broken_images_in_a_training_folder_are_skipped_and_listed_or_stop_the_run(tmp_path, capsys):
+    """A folder of good captchas plus every kind of broken file: training
+    skips the broken ones, says how many and names them before it starts,
+    and trains on the rest; --bad-images error stops instead, naming one."""
+    folder = good_folder(tmp_path / "mixed")
+    broken = broken_files(tmp_path)
+    for name, (data, _) in broken.items():
         (folder / name).write_bytes(data)
-        code = main(["train", "--data-dir", str(folder), "--steps", "2", "--batch-size", "2", "--workers", "0",
-                     "--charset", "digits", "--input-height", "16", "--out", str(tmp_path / "run" / name),
-                     "--no-progress", "--threads", "1", "--amp", "off"])
+    assert main(train_args(folder, tmp_path / "run")) == 0
+    out = capsys.readouterr().out
+    assert f"skipped 4 of 10 images in {folder} that cannot be read" in out, out[-2000:]
+    for name, (_, message) in list(broken.items())[:3]:  # the first three are named
+        assert name in out and message in out
+    assert "split 6 images" in out and (tmp_path / "run" / "checkpoint.pt").is_file()
+    for name, (data, message) in broken.items():
+        single = good_folder(tmp_path / name.split(".")[0])
+        (single / name).write_bytes(data)
+        code = main(train_args(single, tmp_path / "strict" / name) + ["--bad-images", "error"])
         err = capsys.readouterr().err
-        assert code == 2 and name in err and message in err, (name, code, err[-500:])
+        assert code == 2 and name in err and message in err and "1 of 7 images" in err, (name, code, err[-500:])
         assert "Traceback" not in err
+        assert not (tmp_path / "strict" / name / "checkpoint.pt").exists()
+
+
+def test_eval_and_predict_score_the_readable_images_and_list_the_broken_ones(checkpoint, tmp_path, capsys):
+    folder = good_folder(tmp_path / "mixed")
+    (folder / "11_empty.png").write_bytes(b"")
+    (folder / "22_text.png").write_bytes(b"not an image")
+    assert main(["eval", str(folder), "-c", str(checkpoint)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 2 of 8 images" in captured.err and "11_empty.png" in captured.err
+    assert "6 images" in captured.out, captured.out
+    assert main(["eval", str(folder), "-c", str(checkpoint), "--bad-images", "error"]) == 2
+    assert "11_empty.png" in capsys.readouterr().err
+    assert main(["predict", str(folder), "-c", str(checkpoint)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 2 of 8 images" in captured.err
+    read = [line.split("\t")[0] for line in captured.out.splitlines()[1:]]
+    assert len(read) == 6 and not any("empty" in p or "text" in p for p in read), read
+    empty = tmp_path / "only_broken"
+    empty.mkdir()
+    (empty / "1_a.png").write_bytes(b"")
+    assert main(["eval", str(empty), "-c", str(checkpoint)]) == 2
+    assert "no readable images" in capsys.readouterr().err
 
 
 def test_bad_labels_files_and_labels_outside_the_charset_name_the_problem(tmp_path, capsys):
@@ -124,3 +164,19 @@ def test_bad_labels_files_and_labels_outside_the_charset_name_the_problem(tmp_pa
     out = capsys.readouterr().out  # skipped and reported, not fatal
     assert code == 0 and "left out 1 training images whose labels have characters outside the charset" in out
     assert "ab_99.png" in out
+
+
+def test_labels_files_listing_an_image_twice_or_not_utf8_are_refused_by_line(tmp_path, capsys):
+    folder = good_folder(tmp_path / "dup")
+    names = sorted(p.name for p in folder.iterdir())
+    (folder / "labels.tsv").write_text(f"{names[0]}\t12\n{names[1]}\t34\n{names[0]}\t56\n")
+    code = main(train_args(folder, tmp_path / "r1"))
+    err = capsys.readouterr().err
+    assert code == 2 and f"labels.tsv:3: {names[0]} is listed again (first on line 1)" in err, err
+    (folder / "labels.tsv").write_bytes(f"{names[0]}\t12\n".encode() + b"\xff\xfe\t34\n")
+    code = main(train_args(folder, tmp_path / "r2"))
+    err = capsys.readouterr().err
+    assert code == 2 and "labels.tsv is not UTF-8 text" in err and "Traceback" not in err, err
+    # a byte-order mark and Windows line ends are fine
+    (folder / "labels.tsv").write_bytes("\ufeff".encode() + "".join(f"{n}\t{n[:2]}\r\n" for n in names).encode())
+    assert main(train_args(folder, tmp_path / "r3")) == 0

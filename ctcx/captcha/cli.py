@@ -56,6 +56,12 @@ def _option(group, *flags: str, help: str, **kwargs) -> None:
     group.add_argument(*flags, help=help, **kwargs)
 
 
+def _bad_images_option(group, default: str = "skip") -> None:
+    _option(group, "--bad-images", default=default, choices=("skip", "error"),
+            help="images that cannot be read (empty, cut short, not an image, too many pixels): skip them "
+                 "and list them at the start (skip), or stop with their name (error)")
+
+
 def _decode_options(group) -> None:
     _option(group, "--decode", default="greedy", choices=DECODERS + ("all",),
             help="greedy best path, prefix beam search, beam search constrained to the label lengths "
@@ -102,6 +108,7 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
             help="validation folder for --data-dir (default: a seeded --val-split of --data-dir)")
     _option(data, "--val-split", type=float, default=d.val_split,
             help="fraction of --data-dir held out for validation when there is no --val-dir")
+    _bad_images_option(data, d.bad_images)
     _option(data, "--augment", action="store_true",
             help="distort training images when they are drawn or read (small affine, blur, noise); "
                  "off by default")
@@ -182,6 +189,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
                                     "match, exact match ignoring case, character error rate.")
         p.add_argument("dirs", nargs="+", metavar="DIR", help="folders as for --data-dir")
         _option(p, "-c", "--checkpoint", **checkpoint)
+        _bad_images_option(p)
         _decode_options(p)
     elif command == "predict":
         p = argparse.ArgumentParser(prog=prog, description="Read images; prints path, label, confidence and "
@@ -189,6 +197,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
         p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
         _option(p, "-c", "--checkpoint", **checkpoint)
         _option(p, "-o", "--output", default="", metavar="FILE", help="write the table here (atomically)")
+        _bad_images_option(p)
         _option(p, "--spans", action="store_true",
                 help="add where each character sits, from the most probable alignment of the reading "
                      "(ctcx.forced_align): its span in CTC frames (char_frames) and in the image's pixel "
@@ -224,7 +233,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     Raises:
         ValueError: if a value is out of range (from TrainConfig).
     """
-    names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "augment", "oversample",
+    names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "bad_images", "augment",
+             "oversample",
              "jitter", "input_height", "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
              "head", "pool_first", "dropout", "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp", "ema",
@@ -276,12 +286,16 @@ def _folder_images(items, config: TrainConfig) -> list:
 def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate
-    from .folder import read_folder
+    from .folder import read_folder, readable_items
     from .train import resolve_device
 
     model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
     for directory in args.dirs:
-        items = read_folder(directory)
+        items, note = readable_items(read_folder(directory), directory, args.bad_images)
+        if note:
+            print(f"warning: {note}; they are not scored", file=sys.stderr)
+        if not items:
+            raise ValueError(f"no readable images in {directory}")
         outside = [(p, label) for p, label in items if set(label) - set(config.charset)]
         if outside:
             print(f"warning: {len(outside)} of {len(items)} labels in {directory} have characters outside the "
@@ -315,13 +329,18 @@ def _image_paths(paths: List[str]) -> List[Path]:
 def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import atomic_write, load_checkpoint
     from .evaluate import FRAME_COLUMNS, predict
-    from .folder import load_image
+    from .folder import load_image, readable_items
     from .images import preprocess
     from .spans import char_cells, draw_spans
     from .train import resolve_device
 
     model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
-    paths = _image_paths(args.paths)
+    items, note = readable_items([(p, "") for p in _image_paths(args.paths)], "the input", args.bad_images)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    if not items:
+        raise ValueError("no readable images to read")
+    paths = [p for p, _ in items]
     draw_dir = Path(args.draw) if args.draw else None
     if draw_dir is not None:
         drawn = [draw_dir / f"{p.stem}.spans.png" for p in paths]

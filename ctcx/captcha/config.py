@@ -49,6 +49,10 @@ class TrainConfig:
     often, since telling them apart is most of what a model of the default
     captchas gets wrong (:func:`~ctcx.captcha.drawn.char_weights`).
 
+    Folders: images that cannot be read are left out and reported
+    (``bad_images="skip"``) or stop the run (``"error"``;
+    :func:`~ctcx.captcha.folder.readable_items`).
+
     Model: ``preset`` picks conv widths, the sequence head (``head``: 1-D
     convs or a bidirectional GRU), its width and depth (``rnn_hidden``,
     ``rnn_layers``) and the block order (``pool_first``)
@@ -88,6 +92,7 @@ class TrainConfig:
     data_dir: str = ""
     val_dir: str = ""
     val_split: float = 0.1
+    bad_images: str = "skip"  # folders: "skip" (and report) images that cannot be read, or "error"
     augment: bool = False
     jitter: float = 0.0  # per-batch random affine maps (ctcx.captcha.images.jitter), 0 = off
     # preprocessing: height fixed; width fixed, or (input_width 0) in proportion times width_scale
@@ -191,6 +196,7 @@ class TrainConfig:
         if not isinstance(self.pool_first, bool):
             raise ValueError(f"pool_first must be True or False, got {self.pool_first!r}")
         for name, value, allowed in (("head", self.head, HEADS), ("amp", self.amp, AMP_MODES),
+                                     ("bad_images", self.bad_images, ("skip", "error")),
                                      ("schedule", self.schedule, SCHEDULES), ("device", self.device, _DEVICES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")

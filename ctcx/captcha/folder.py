@@ -23,25 +23,34 @@ from .images import augment as augment_image
 from .images import preprocess
 from .labels import label_from_filename
 
-__all__ = ["IMAGE_SUFFIXES", "LABEL_FILES", "read_folder", "split_items", "load_image", "FolderImages"]
+__all__ = ["IMAGE_SUFFIXES", "LABEL_FILES", "BAD_IMAGES", "read_folder", "split_items", "load_image",
+           "readable_items", "FolderImages"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 LABEL_FILES = ("labels.tsv", "labels.txt")
+BAD_IMAGES = ("skip", "error")  # what readable_items does with an image Pillow cannot read
 
 Item = Tuple[Path, str]
 
 
 def _read_label_file(directory: Path, listing: Path) -> List[Item]:
-    items = []
-    with open(listing, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            path, sep, label = line.partition("\t")
-            if not sep or not path or not label:
-                raise ValueError(f"{listing}:{number}: expected 'path<TAB>label', got {line!r}")
-            items.append((directory / path, label))
+    items, seen = [], {}
+    try:
+        text = listing.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is dropped
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{listing} is not UTF-8 text ({err}); save it as UTF-8") from None
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip() or line.startswith("#"):
+            continue
+        path, sep, label = line.partition("\t")
+        if not sep or not path or not label:
+            raise ValueError(f"{listing}:{number}: expected 'path<TAB>label', got {line!r}")
+        if path in seen:
+            raise ValueError(f"{listing}:{number}: {path} is listed again (first on line {seen[path]}); "
+                             f"each image needs one label")
+        seen[path] = number
+        items.append((directory / path, label))
     if not items:
         raise ValueError(f"{listing} lists no images")
     missing = [p for p, _ in items if not p.is_file()]
@@ -56,8 +65,9 @@ def read_folder(directory: os.PathLike | str) -> List[Item]:
     Raises:
         FileNotFoundError / NotADirectoryError: if ``directory`` is missing or a file,
             or a labels file names a missing image.
-        ValueError: if there are no images, or a label cannot be read (the
-            message names the file and line).
+        ValueError: if there are no images, a label cannot be read, a labels
+            file lists an image twice (the message names the file and line)
+            or is not UTF-8 text.
     """
     directory = Path(directory)
     if not directory.exists():
@@ -110,6 +120,62 @@ def load_image(path: Path) -> Image.Image:
                          f"({err})") from err
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
+
+
+def _problem(path: Path) -> str:
+    """Why ``path`` cannot be read as an image ('' if it can)."""
+    try:
+        load_image(path)
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def readable_items(items: Sequence[Item], where: str, bad_images: str = "skip",
+                   threads: int = 0) -> Tuple[List[Item], str]:
+    """The items whose images Pillow reads in full, and a note on the others.
+
+    Every image is decoded once, up front (``threads`` at a time, 0 = up to
+    8), so that a damaged file in a scraped folder (0 bytes, cut short, not
+    an image, a decompression bomb) is found before training or scoring
+    starts rather than in a data worker halfway through.
+
+    Args:
+        items: (path, label) pairs, e.g. from :func:`read_folder`.
+        where: what to call the items' source in messages (a folder name).
+        bad_images: ``"skip"`` leaves unreadable images out and describes
+            them in the note (how many, the first three with the reason);
+            ``"error"`` raises instead.
+
+    Returns:
+        (the readable items in their order, a note: '' when none was skipped).
+
+    Raises:
+        ValueError: with ``bad_images="error"`` if an image cannot be read
+            (the message names the first and counts them), or if ``bad_images``
+            is not one of :data:`BAD_IMAGES`.
+    """
+    if bad_images not in BAD_IMAGES:
+        raise ValueError(f"bad_images must be one of {BAD_IMAGES}, got {bad_images!r}")
+    items = list(items)
+    workers = threads or min(8, os.cpu_count() or 1)
+    if workers > 1 and len(items) > 1:
+        from concurrent.futures import ThreadPoolExecutor  # Pillow decodes without the GIL
+
+        with ThreadPoolExecutor(workers) as pool:
+            problems = list(pool.map(_problem, [p for p, _ in items]))
+    else:
+        problems = [_problem(p) for p, _ in items]
+    bad = [problem for problem in problems if problem]
+    if not bad:
+        return items, ""
+    if bad_images == "error":
+        raise ValueError(f"{len(bad)} of {len(items)} images in {where} cannot be read; first: {bad[0]} "
+                         f"(--bad-images skip leaves them out)")
+    shown = "; ".join(bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    note = (f"skipped {len(bad)} of {len(items)} images in {where} that cannot be read "
+            f"(--bad-images error stops instead): {shown}")
+    return [item for item, problem in zip(items, problems) if not problem], note
 
 
 class FolderImages(Dataset):

@@ -36,7 +36,7 @@ from .config import TrainConfig
 from .curves import PLOT_MISSING, can_plot, plot_curves, write_csv
 from .drawn import DrawnCaptchas, DrawSpec, char_weights
 from .evaluate import EvalResult, evaluate
-from .folder import FolderImages, read_folder, split_items
+from .folder import FolderImages, read_folder, readable_items, split_items
 from .images import jitter, to_model_input
 from .labels import infer_charset
 from .finetune import init_from_checkpoint
@@ -117,6 +117,9 @@ def load_data(config: TrainConfig, validation: bool = True, progress: bool = Tru
     left out, and validation labels with unknown characters are kept (they
     count as errors); both are reported in ``notes``.
 
+    Images that cannot be read are left out and reported in ``notes``, or
+    with ``bad_images="error"`` raise (:func:`~ctcx.captcha.folder.readable_items`).
+
     Raises:
         FileNotFoundError, NotADirectoryError, ValueError: for missing or
             unusable folders (see :func:`~ctcx.captcha.folder.read_folder`).
@@ -134,9 +137,15 @@ def load_data(config: TrainConfig, validation: bool = True, progress: bool = Tru
         return Data(config, train_set, None, images, labels, [])
 
     notes = []
-    items = read_folder(config.data_dir)
+    items, note = readable_items(read_folder(config.data_dir), config.data_dir, config.bad_images, config.threads)
+    notes += [note] if note else []
+    if not items:
+        raise ValueError(f"no readable images in {config.data_dir}")
     if config.val_dir:
-        train_items, val_items = items, read_folder(config.val_dir)
+        val_items, note = readable_items(read_folder(config.val_dir), config.val_dir, config.bad_images,
+                                         config.threads)
+        notes += [note] if note else []
+        train_items = items
     else:
         train_items, val_items = split_items(items, config.val_split, config.seed)
         notes.append(f"split {len(items)} images of {config.data_dir} into {len(train_items)} for training "
