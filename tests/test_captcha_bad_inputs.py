@@ -180,3 +180,57 @@ def test_labels_files_listing_an_image_twice_or_not_utf8_are_refused_by_line(tmp
     # a byte-order mark and Windows line ends are fine
     (folder / "labels.tsv").write_bytes("\ufeff".encode() + "".join(f"{n}\t{n[:2]}\r\n" for n in names).encode())
     assert main(train_args(folder, tmp_path / "r3")) == 0
+
+
+def test_runs_killed_while_saving_lose_no_checkpoint_and_resume_exactly(tmp_path):
+    """10 times: a run that checkpoints every step is killed with SIGKILL at
+    a random moment (about half of a step's time is spent saving), then the
+    checkpoint must load and be no older than before the kill, and --resume
+    goes on from it; the last resume finishes the run, no temp file is left
+    behind, and the weights equal those of a run never killed (resume is
+    exact)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("needs SIGKILL")
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_captcha.py"
+    steps = 200
+
+    def command(out, *extra):
+        return [sys.executable, str(script), "train", "--out", str(out), "--conv-channels", "8,8,8,8",
+                "--rnn-hidden", "8", "--input-height", "16", "--steps", str(steps), "--batch-size", "4",
+                "--pool-size", "8", "--fresh-per-step", "1", "--workers", "0", "--eval-size", "4",
+                "--eval-every", "0", "--threads", "1", "--device", "cpu", "--amp", "off", "--charset", "digits",
+                "--length", "1-2", "--image-size", "32x16", "--save-every", "1", "--no-progress", *extra]
+
+    out, ckpt = tmp_path / "killed", tmp_path / "killed" / "checkpoint.pt"
+    rng = random.Random(28)
+    last = 0
+    for trial in range(10):
+        proc = subprocess.Popen(command(out, *(["--resume"] if ckpt.exists() else [])),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        seen = ckpt.stat().st_mtime_ns if ckpt.exists() else 0
+        deadline = time.monotonic() + 120
+        while (not ckpt.exists() or ckpt.stat().st_mtime_ns == seen) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.2))  # then a random moment among the next saves
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, (trial, proc.returncode, err[-1000:])
+        step = read_checkpoint(ckpt)["step"]  # loads: never half a file
+        assert last < step < steps, (trial, last, step)
+        last = step
+    done = subprocess.run(command(out, "--resume"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not list(out.glob(".*.tmp")), list(out.iterdir())
+    reference = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    a, b = read_checkpoint(ckpt), read_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    assert a["step"] == b["step"] == steps
+    for name, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][name], value), name

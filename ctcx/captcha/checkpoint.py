@@ -41,18 +41,54 @@ def atomic_write(path: os.PathLike | str, write: Callable[[Path], None]) -> Path
     """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``.
 
     Readers never see half a file, and a failed write leaves any existing
-    ``path`` untouched. The temp file is created like any file (the umask applies).
+    ``path`` untouched; the temp file is flushed to disk before the rename,
+    and temp files of ``path`` left by killed processes are removed. The
+    temp file is created like any file (the umask applies).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        _fsync(tmp)  # the bytes reach the disk before the name does (power loss, not only a kill)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync(path.parent)
     return path
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. a directory on a platform that cannot open one
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temp files of ``path`` left by processes that no longer run
+    (a run killed while saving, e.g. by SIGKILL, cannot clean up after itself).
+    POSIX only: elsewhere os.kill cannot ask whether a process runs."""
+    if os.name != "posix":
+        return
+    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = orphan.name[len(path.name) + 2:-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            orphan.unlink(missing_ok=True)
+        except OSError:  # alive under another user, or no way to tell: leave it
+            pass
 
 
 def save_checkpoint(path: os.PathLike | str, contents: Dict[str, Any]) -> Path:
