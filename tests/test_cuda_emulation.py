@@ -451,11 +451,66 @@ def align_write(root, case):
     return common_write(root, case, extra, arrays)
 
 
+def fuzz_cases(per_op=60, seed=28):
+    """Random small cases of every op (issue 28: the fuzz suite's space, run
+    through the kernels under both sanitizers): shapes down to T = 1, C = 2
+    and N = 1, every dtype, blank first, last or between, lengths from 0 to
+    T, targets that cannot fit their frames, repeats, both target layouts and
+    index types, every input stride, ties and NaN for the decoders, beams of
+    1 to 8 with constraints and blank skipping, the wildcard."""
+    rng = random.Random(seed)
+    cases = {"loss": [], "greedy": [], "beam": [], "align": []}
+
+    def shape(t_max=16, n_max=4, c_max=10):
+        T, N, C = rng.randint(1, t_max), rng.randint(1, n_max), rng.randint(2, c_max)
+        blank = rng.choice([0, C - 1, rng.randrange(C)])
+        il = [rng.choice([0, T, rng.randint(0, T)]) for _ in range(N)]
+        return T, N, C, blank, il
+
+    for i in range(per_op):
+        T, N, C, blank, il = shape()
+        cases["loss"].append(loss_case(
+            f"fuzz-loss-{i}", dtype=rng.choice(list(DTYPES)), target_dtype=rng.choice(list(TARGET_DTYPES)),
+            T=T, N=N, C=C, L=[rng.randint(0, min(T + 2, 8)) for _ in range(N)], il=il,
+            padded=rng.random() < 0.5, kind=rng.choice(["log_probs", "logits"]), grad=rng.random() < 0.8,
+            zero_infinity=rng.random() < 0.5, blank=blank,
+            strides=rng.choice(["contiguous", "batch_first", "padded_rows"]), seed=1000 + i,
+            repeats=rng.random() < 0.3))
+        T, N, C, blank, il = shape()
+        cases["greedy"].append(greedy_case(
+            f"fuzz-greedy-{i}", dtype=rng.choice(list(DTYPES)), T=T, N=N, C=C, il=il, blank=blank,
+            strides=rng.choice(["contiguous", "batch_first", "padded_rows"]), seed=2000 + i,
+            ties=rng.random() < 0.3, nan=T >= 3 and C >= 4 and rng.random() < 0.2))
+        T, N, C, blank, il = shape(t_max=10, n_max=3)
+        beam_width = rng.randint(1, 8)
+        min_length = rng.randint(0, min(2, T))
+        allowed = None
+        if rng.random() < 0.3:
+            allowed = torch.tensor([rng.random() < 0.7 or c == blank for c in range(C)])
+        cases["beam"].append(beam_case(
+            f"fuzz-beam-{i}", dtype=rng.choice(list(DTYPES)), T=T, N=N, C=C, il=il, blank=blank,
+            beam_width=beam_width, top_k=rng.randint(1, beam_width), min_length=min_length,
+            max_length=rng.choice([None, min_length + rng.randint(0, 3)]), allowed=allowed,
+            blank_skip_threshold=rng.choice([None, None, 0.5, 0.9]), seed=3000 + i,
+            scale=rng.choice([0.5, 1.5, 4.0])))
+        T, N, C, blank, il = shape()
+        S = rng.randint(0, 6)
+        cases["align"].append(align_case(
+            f"fuzz-align-{i}", dtype=rng.choice(list(DTYPES)), T=T, N=N, C=C, S=S, il=il,
+            tl=[rng.randint(0, S) for _ in range(N)], blank=blank,
+            strides=rng.choice(["contiguous", "batch_first", "padded_rows"]), seed=4000 + i,
+            ties=rng.random() < 0.4, star=rng.choice([None, None, 0.0, -0.5])))
+    return cases
+
+
 ALL_CASES = {"loss": loss_cases(), "greedy": greedy_cases(), "beam": beam_cases(), "align": align_cases()}
+for _op, _cases in fuzz_cases().items():
+    ALL_CASES[_op] += _cases
 
 
 def run_driver(exe: Path, dirs: list[Path]) -> subprocess.CompletedProcess:
     env = dict(os.environ, **SANITIZER_ENV)
+    env.pop("LD_PRELOAD", None)  # the drivers carry their own sanitizer runtimes
     return subprocess.run([str(exe), *map(str, dirs)], capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -591,7 +646,7 @@ def test_forced_align_kernel_matches_the_cpu_op(runs, variant):
             failures.append(name)
         if case["bad_label"] and not (not torch.isfinite(path[1]) and labels[1].eq(case["blank"]).all()):
             failures.append(name + " (bad label)")
-        if case["star"] is not None and not labels.eq(case["x"].shape[2]).any():
+        if case["star"] is not None and not name.startswith("fuzz-") and not labels.eq(case["x"].shape[2]).any():
             failures.append(name + " (the wildcard was never used)")
     assert not failures, failures
 

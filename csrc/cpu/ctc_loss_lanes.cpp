@@ -63,11 +63,14 @@ void ctc_lanes_scaled(const LaneProblem& p) {
       bad[v] = bad[v] || !finite;
       m[v] = finite ? m[v] : 0.0;
       log_max[v] += m[v];
+      p.frame_max[t * V + v] = m[v];
     }
     for (int64_t k = 0; k <= L; ++k) {
 #pragma omp simd
       for (int64_t v = 0; v < V; ++v) {
         const double x = e[k * V + v] - m[v];
+        // an emission more than 700 nats below the frame's largest would underflow unseen
+        bad[v] = bad[v] || (x < -700.0 && e[k * V + v] > neg_inf<double>());
         e[k * V + v] = x == x ? fast_exp(x) : 0.0;  // NaN lanes are marked bad above
       }
     }
@@ -80,9 +83,13 @@ void ctc_lanes_scaled(const LaneProblem& p) {
       bT[L * V + v] = 1;
       if (L > 0) bT[(W + L) * V + v] = 1;
       inv[v] = 1;
+      p.beta_log[(T - 1) * V + v] = 0;
     }
     double vb[V * (kMaxLaneLabels + 2)], vl[V * (kMaxLaneLabels + 2)];
     for (int64_t t = T - 2; t >= 0; --t) {
+      for (int64_t v = 0; v < V; ++v) {
+        p.beta_log[t * V + v] = p.beta_log[(t + 1) * V + v] - p.frame_max[(t + 1) * V + v] + std::log(inv[v]);
+      }
       const double* b1 = p.beta + (t + 1) * 2 * W * V;
       const double* e1 = emit + (t + 1) * K * V;
       double* bb = p.beta + t * 2 * W * V;
@@ -128,9 +135,19 @@ void ctc_lanes_scaled(const LaneProblem& p) {
   }
   accumulate_scale(sum, prod, ex);
   take_scale(sum, bad, inv);
+  // With occupancy: each frame's sum_s alpha_t(s) beta_t(s) must be p(l | x);
+  // without: a state's mass must not underflow (sample_scaled's checks).
+  double cum_max[V], log_z_low[V], log_z_high[V];
+  int lost[V] = {};
+  for (int64_t v = 0; v < V; ++v) {
+    cum_max[v] = p.frame_max[v];
+    log_z_low[v] = -neg_inf<double>();
+    log_z_high[v] = neg_inf<double>();
+  }
   for (int64_t t = 0; t < T; ++t) {
     double* a = p.alpha + (t & 1) * 2 * W * V;
     if (t > 0) {
+      for (int64_t v = 0; v < V; ++v) cum_max[v] += p.frame_max[t * V + v];
       const double* pb = p.alpha + ((t - 1) & 1) * 2 * W * V;
       const double* pl = pb + W * V;
       const double* e = emit + t * K * V;
@@ -139,16 +156,20 @@ void ctc_lanes_scaled(const LaneProblem& p) {
       for (int64_t j = 0; j <= L; ++j) {
 #pragma omp simd
         for (int64_t v = 0; v < V; ++v) {
-          a[j * V + v] = (pb[j * V + v] + pl[j * V + v]) * (e[v] * inv[v]);
+          const double pre = pb[j * V + v] + pl[j * V + v], f = e[v] * inv[v];
+          a[j * V + v] = pre * f;
           sum[v] += a[j * V + v];
+          lost[v] |= (pre > 0) & (f > 0) & (a[j * V + v] < 1e-290);
         }
       }
       for (int64_t k = 1; k <= L; ++k) {
 #pragma omp simd
         for (int64_t v = 0; v < V; ++v) {
-          cl[k * V + v] = (pl[k * V + v] + pb[(k - 1) * V + v] + pl[(k - 1) * V + v] * skip[k * V + v]) *
-                          (e[k * V + v] * inv[v]);
+          const double pre = pl[k * V + v] + pb[(k - 1) * V + v] + pl[(k - 1) * V + v] * skip[k * V + v];
+          const double f = e[k * V + v] * inv[v];
+          cl[k * V + v] = pre * f;
           sum[v] += cl[k * V + v];
+          lost[v] |= (pre > 0) & (f > 0) & (cl[k * V + v] < 1e-290);
         }
       }
       accumulate_scale(sum, prod, ex);
@@ -171,6 +192,13 @@ void ctc_lanes_scaled(const LaneProblem& p) {
           z[v] += occ[k * V + v];
         }
       }
+      for (int64_t v = 0; v < V; ++v) {
+        // a holds alpha_t / (cum_max and the earlier frames' sums), b beta_t * exp(beta_log[t])
+        const double log_z = std::log(z[v]) + cum_max[v] + ex[v] * 0.69314718055994530942 + std::log(prod[v]) -
+                             std::log(sum[v]) - p.beta_log[t * V + v];
+        log_z_low[v] = std::min(log_z_low[v], log_z);
+        log_z_high[v] = std::max(log_z_high[v], log_z);
+      }
       double inv_z[V];
       take_scale(z, bad, inv_z);
       for (int64_t k = 0; k <= L; ++k) {
@@ -186,6 +214,11 @@ void ctc_lanes_scaled(const LaneProblem& p) {
     bad[v] = bad[v] || !(final_mass > 0);
     p.nll[v] = -(log_max[v] + ex[v] * 0.69314718055994530942 + std::log(prod[v]) +
                  std::log(final_mass));
+    if (p.occupancy) {  // mass lost somewhere: the frames disagree on p(l | x)
+      bad[v] = bad[v] || !(-p.nll[v] - log_z_low[v] < 1e-6 && log_z_high[v] + p.nll[v] < 1e-6);
+    } else {
+      bad[v] = bad[v] || lost[v];
+    }
     p.ok[v] = !bad[v];
   }
 }

@@ -21,11 +21,14 @@ struct LaneProblem {
                         // (always 0 at k = 0, 1 and L + 1)
   double* beta;         // workspace, (T, 2 (L + 2)); unused without occupancy
   double* alpha;        // workspace, (2, 2 (L + 2))
+  double* frame_max;    // workspace, (T,): each frame's log emission scale
+  double* beta_log;     // workspace, (T,): log of the factor each stored beta row carries
   double* occupancy;    // out: (T, L + 1) posterior occupancy of the blank ([t][0]) and of
                         // each label position ([t][k]); nullptr: loss only
   double* nll;          // out: (1,) per lane, -log p(l | x)
   bool* ok;             // out: (1,) per lane; false where the lane needs the exact
-                        // log-space recursion (underflow, infinite or NaN inputs)
+                        // log-space recursion or a recheck (underflow that loses or may
+                        // lose mass, infinite or NaN inputs)
 };
 
 void ctc_lanes_scaled(const LaneProblem& p);

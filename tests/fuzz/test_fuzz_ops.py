@@ -292,3 +292,73 @@ def test_one_and_two_threads_give_the_same_answers(case, star):
     assert all(torch.equal(p, q) for p, q in zip(b1, b2))
     assert torch.equal(a1[0], a2[0]) and torch.equal(a1[1], a2[1])
     torch.testing.assert_close(l1, l2, rtol=1e-6, atol=1e-6)
+
+
+def restricted_brute_force(x, blank, threshold):
+    """{labelling: log-probability} summed over the alignments that a beam search
+    with blank_skip_threshold scores: on a frame whose blank probability exceeds
+    the threshold, an alignment may emit only the blank or repeat the previous
+    frame's label (no prefix is extended there)."""
+    import itertools
+
+    T, C = x.shape
+    skip = [math.exp(float(x[t, blank])) > threshold for t in range(T)]
+    sums = {}
+    for path in itertools.product(range(C), repeat=T):
+        if any(skip[t] and path[t] != blank and (t == 0 or path[t - 1] != path[t]) for t in range(T)):
+            continue
+        score = sum(float(x[t, c]) for t, c in enumerate(path))
+        key = tuple(collapse(list(path), blank))
+        low, high = sorted((sums.get(key, NEG_INF), score))
+        sums[key] = high if low == NEG_INF else high + math.log1p(math.exp(low - high))
+    return sums
+
+
+@given(ctc_inputs(max_T=5, max_N=2, max_C=4, max_S=0, dtypes=[torch.float64]),
+       st.sampled_from([0.05, 0.3, 0.5, 0.7, 0.95, 1.0]))
+def test_beam_search_blank_skipping_matches_brute_force_over_the_frames_it_keeps(case, threshold):
+    """blank_skip_threshold with a full beam: the best labelling and its score
+    over the alignments the option keeps (blank or a repeat on frames whose
+    blank probability exceeds the threshold), as enumeration finds them."""
+    x, _, il, _, blank, il_list, _ = case
+    if x.shape[-1] < 2:  # a lone blank class: nothing to decode
+        return
+    result = ctcx.beam_search(x, il, beam_width=512, top_k=1, blank=blank, blank_skip_threshold=threshold)
+    for n in range(x.shape[1]):
+        sums = restricted_brute_force(x[: il_list[n], n], blank, threshold)
+        got = result.scores[n, 0].item()
+        if not sums or max(sums.values()) == NEG_INF:
+            assert got == NEG_INF
+            continue
+        best = max(sums.values())
+        assert abs(got - best) <= 1e-9 * max(1.0, abs(best)), (got, best)
+        tokens = tuple(result.tokens[n, 0, : int(result.lengths[n, 0])].tolist())
+        assert abs(sums.get(tokens, NEG_INF) - best) <= 1e-9 * max(1.0, abs(best))
+
+
+def _fewer(divisor):
+    """A large-case test runs a tenth as many examples as the profile gives the others."""
+    from hypothesis import settings
+
+    return settings(max_examples=max(4, settings.default.max_examples // divisor))
+
+
+@_fewer(10)
+@given(ctc_inputs(max_T=300, max_N=8, max_C=80, max_S=80, dtypes=[torch.float64, torch.float32]))
+def test_large_cases_match_native_ctc_and_the_viterbi_reference(case):
+    """Sizes up to T = 300, C = 80, 80 labels (multi-group AVX-512 rows, the
+    permute and gather paths, long loss recursions): the loss against torch's
+    float64 CTC per sample, the alignment's path score against the reference."""
+    x, targets, il, tl, blank, il_list, tl_list = case
+    got = ctcx.ctc_loss(x, targets, il, tl, blank=blank, reduction="none")
+    want = native_losses(x, targets, tl_list, il_list, blank, "none", False)
+    tol = 1e-9 if x.dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 10)
+    labels, scores = ctcx.forced_align(x, targets, il, tl, blank=blank, allow_impossible=True)
+    for n in range(x.shape[1]):
+        _, best = forced_align_reference(x[: il_list[n], n], target_of(targets, tl_list, n), blank)
+        score = scores[n].double().sum().item()
+        if best == NEG_INF:
+            assert scores[n, : il_list[n]].eq(-math.inf).all() or il_list[n] == 0
+            continue
+        assert abs(score - best) <= tol * max(1.0, abs(best)) * 10, (n, score, best)
