@@ -88,7 +88,7 @@ struct Workspace {
   std::vector<int64_t> slot;      // (C): scratch map label -> first position, -1 when unused
   std::vector<acc_t> lse;         // (T_n,): log-sum-exp of each logits row
   // Lane groups (ctc_loss_lanes.h): lane arrays, [i * kLanes + v]
-  std::vector<double> lane_emit, lane_skip, lane_beta, lane_alpha, lane_occ, lane_frame_max, lane_beta_log;
+  std::vector<double> lane_emit, lane_skip, lane_beta, lane_alpha, lane_occ, lane_beta_log;
   std::vector<acc_t> lane_lse;    // (kLanes, T_n): lane v's log-normalizers at [v * T_n]
 };
 
@@ -344,7 +344,7 @@ bool sample_scaled(const Sample<scalar_t, target_t, acc_t>& s, Workspace<acc_t>&
       }
       if (!(z > 1e-300) || !(z < 1e300)) return false;  // 1 / z must not overflow
       // a holds alpha_t / exp(log_scale - log sum), b beta_t * exp(beta_log[t])
-      const double log_z = std::log(z) + log_scale - std::log(sum) - ws.beta_log[t];
+      const double log_z = std::log(z / sum) + log_scale - ws.beta_log[t];
       log_z_low = std::min(log_z_low, log_z);
       log_z_high = std::max(log_z_high, log_z);
       if (!s.grad) continue;
@@ -579,11 +579,10 @@ void ctc_loss_cpu_impl(const at::Tensor& input, bool logits, const at::Tensor& t
       ws.lane_occ.resize(Tn * K * V);
     }
     ws.lane_alpha.resize(2 * 2 * W * V);
-    ws.lane_frame_max.resize(Tn * V);
-    ws.lane_beta_log.resize(Tn * V);
+    ws.lane_beta_log.resize(2 * Tn * V);
     ctc_lanes_scaled({Tn, L, ws.lane_emit.data(), ws.lane_skip.data(),
                       grad_out ? ws.lane_beta.data() : nullptr, ws.lane_alpha.data(),
-                      ws.lane_frame_max.data(), ws.lane_beta_log.data(),
+                      ws.lane_beta_log.data(),
                       grad_out ? ws.lane_occ.data() : nullptr, nll, ok});
     // Log-probs rows: cleared for the whole group at once, one fill per run
     // of consecutive samples per frame (the usual batch is one run).

@@ -63,17 +63,17 @@ void ctc_lanes_scaled(const LaneProblem& p) {
       bad[v] = bad[v] || !finite;
       m[v] = finite ? m[v] : 0.0;
       log_max[v] += m[v];
-      p.frame_max[t * V + v] = m[v];
     }
+    int low[V] = {};  // an emission more than 700 nats below the frame's largest would underflow unseen
     for (int64_t k = 0; k <= L; ++k) {
 #pragma omp simd
       for (int64_t v = 0; v < V; ++v) {
         const double x = e[k * V + v] - m[v];
-        // an emission more than 700 nats below the frame's largest would underflow unseen
-        bad[v] = bad[v] || (x < -700.0 && e[k * V + v] > neg_inf<double>());
+        low[v] |= (x < -700.0) & (e[k * V + v] > neg_inf<double>());
         e[k * V + v] = x == x ? fast_exp(x) : 0.0;  // NaN lanes are marked bad above
       }
     }
+    for (int64_t v = 0; v < V; ++v) bad[v] = bad[v] || low[v];
   }
 
   if (p.occupancy) {
@@ -83,12 +83,23 @@ void ctc_lanes_scaled(const LaneProblem& p) {
       bT[L * V + v] = 1;
       if (L > 0) bT[(W + L) * V + v] = 1;
       inv[v] = 1;
-      p.beta_log[(T - 1) * V + v] = 0;
+    }
+    // The rescaling stored beta_t carries beyond the frame maxima: 1 / the
+    // product of the sums applied, kept per frame as mantissa (in [1, 2)) and
+    // binary exponent, for the check in the alpha pass: no log per frame.
+    double* beta_ex = p.beta_log;
+    double* beta_mant = p.beta_log + T * V;
+    double bprod[V], bex[V] = {};
+    for (int64_t v = 0; v < V; ++v) {
+      bprod[v] = 1;
+      beta_ex[(T - 1) * V + v] = 0;
+      beta_mant[(T - 1) * V + v] = 1;
     }
     double vb[V * (kMaxLaneLabels + 2)], vl[V * (kMaxLaneLabels + 2)];
     for (int64_t t = T - 2; t >= 0; --t) {
       for (int64_t v = 0; v < V; ++v) {
-        p.beta_log[t * V + v] = p.beta_log[(t + 1) * V + v] - p.frame_max[(t + 1) * V + v] + std::log(inv[v]);
+        beta_ex[t * V + v] = bex[v];
+        beta_mant[t * V + v] = bprod[v];
       }
       const double* b1 = p.beta + (t + 1) * 2 * W * V;
       const double* e1 = emit + (t + 1) * K * V;
@@ -119,6 +130,7 @@ void ctc_lanes_scaled(const LaneProblem& p) {
         }
       }
       take_scale(sum, bad, inv);
+      if (t > 0) accumulate_scale(sum, bprod, bex);  // row t - 1 is scaled by 1 / sum
     }
   }
 
@@ -137,17 +149,15 @@ void ctc_lanes_scaled(const LaneProblem& p) {
   take_scale(sum, bad, inv);
   // With occupancy: each frame's sum_s alpha_t(s) beta_t(s) must be p(l | x);
   // without: a state's mass must not underflow (sample_scaled's checks).
-  double cum_max[V], log_z_low[V], log_z_high[V];
+  // p(l | x) seen from frame t is exp(sum of all frame maxima) times
+  // z_t * prod / sum * beta_mant[t] * 2^(ex + beta_ex[t]); the first factor is
+  // the same for every frame, the rest is compared with frame 0's as a
+  // mantissa and a binary exponent.
+  double ref_m[V] = {}, ref_e[V] = {};
   int lost[V] = {};
-  for (int64_t v = 0; v < V; ++v) {
-    cum_max[v] = p.frame_max[v];
-    log_z_low[v] = -neg_inf<double>();
-    log_z_high[v] = neg_inf<double>();
-  }
   for (int64_t t = 0; t < T; ++t) {
     double* a = p.alpha + (t & 1) * 2 * W * V;
     if (t > 0) {
-      for (int64_t v = 0; v < V; ++v) cum_max[v] += p.frame_max[t * V + v];
       const double* pb = p.alpha + ((t - 1) & 1) * 2 * W * V;
       const double* pl = pb + W * V;
       const double* e = emit + t * K * V;
@@ -156,20 +166,31 @@ void ctc_lanes_scaled(const LaneProblem& p) {
       for (int64_t j = 0; j <= L; ++j) {
 #pragma omp simd
         for (int64_t v = 0; v < V; ++v) {
-          const double pre = pb[j * V + v] + pl[j * V + v], f = e[v] * inv[v];
-          a[j * V + v] = pre * f;
+          a[j * V + v] = (pb[j * V + v] + pl[j * V + v]) * (e[v] * inv[v]);
           sum[v] += a[j * V + v];
-          lost[v] |= (pre > 0) & (f > 0) & (a[j * V + v] < 1e-290);
         }
       }
       for (int64_t k = 1; k <= L; ++k) {
 #pragma omp simd
         for (int64_t v = 0; v < V; ++v) {
-          const double pre = pl[k * V + v] + pb[(k - 1) * V + v] + pl[(k - 1) * V + v] * skip[k * V + v];
-          const double f = e[k * V + v] * inv[v];
-          cl[k * V + v] = pre * f;
+          cl[k * V + v] = (pl[k * V + v] + pb[(k - 1) * V + v] + pl[(k - 1) * V + v] * skip[k * V + v]) *
+                          (e[k * V + v] * inv[v]);
           sum[v] += cl[k * V + v];
-          lost[v] |= (pre > 0) & (f > 0) & (cl[k * V + v] < 1e-290);
+        }
+      }
+      if (!p.occupancy) {  // a state with mass (predecessors and emission above 0) that underflows
+        for (int64_t j = 0; j <= L; ++j) {
+#pragma omp simd
+          for (int64_t v = 0; v < V; ++v) {
+            lost[v] |= (pb[j * V + v] + pl[j * V + v] > 0) & (e[v] > 0) & (a[j * V + v] < 1e-290);
+          }
+        }
+        for (int64_t k = 1; k <= L; ++k) {
+#pragma omp simd
+          for (int64_t v = 0; v < V; ++v) {
+            lost[v] |= (pl[k * V + v] + pb[(k - 1) * V + v] + pl[(k - 1) * V + v] * skip[k * V + v] > 0) &
+                       (e[k * V + v] > 0) & (cl[k * V + v] < 1e-290);
+          }
         }
       }
       accumulate_scale(sum, prod, ex);
@@ -193,11 +214,19 @@ void ctc_lanes_scaled(const LaneProblem& p) {
         }
       }
       for (int64_t v = 0; v < V; ++v) {
-        // a holds alpha_t / (cum_max and the earlier frames' sums), b beta_t * exp(beta_log[t])
-        const double log_z = std::log(z[v]) + cum_max[v] + ex[v] * 0.69314718055994530942 + std::log(prod[v]) -
-                             std::log(sum[v]) - p.beta_log[t * V + v];
-        log_z_low[v] = std::min(log_z_low[v], log_z);
-        log_z_high[v] = std::max(log_z_high[v], log_z);
+        const double q = z[v] * prod[v] * p.beta_log[(T + t) * V + v] / sum[v];
+        const uint64_t bits = bit_cast<uint64_t>(q);
+        const double e = static_cast<double>(static_cast<int64_t>((bits >> 52) & 0x7ff) - 1023) + ex[v] +
+                         p.beta_log[t * V + v];
+        const double m = bit_cast<double>((bits & ~(uint64_t(0x7ff) << 52)) | (uint64_t(1023) << 52));
+        if (t == 0) {
+          ref_m[v] = m;
+          ref_e[v] = e;
+        }
+        const double d = e - ref_e[v];
+        const double r = m * (d == 0 ? 1.0 : d == 1 ? 2.0 : d == -1 ? 0.5 : 0.0) / ref_m[v];
+        const bool normal = q >= 2.2250738585072014e-308 && q <= 1.7976931348623157e308;
+        bad[v] = bad[v] || !normal || !(r > 1 - 1e-6 && r < 1 + 1e-6);
       }
       double inv_z[V];
       take_scale(z, bad, inv_z);
@@ -214,11 +243,7 @@ void ctc_lanes_scaled(const LaneProblem& p) {
     bad[v] = bad[v] || !(final_mass > 0);
     p.nll[v] = -(log_max[v] + ex[v] * 0.69314718055994530942 + std::log(prod[v]) +
                  std::log(final_mass));
-    if (p.occupancy) {  // mass lost somewhere: the frames disagree on p(l | x)
-      bad[v] = bad[v] || !(-p.nll[v] - log_z_low[v] < 1e-6 && log_z_high[v] + p.nll[v] < 1e-6);
-    } else {
-      bad[v] = bad[v] || lost[v];
-    }
+    if (!p.occupancy) bad[v] = bad[v] || lost[v];  // (with occupancy: the frames' check above)
     p.ok[v] = !bad[v];
   }
 }

@@ -21,8 +21,8 @@ struct LaneProblem {
                         // (always 0 at k = 0, 1 and L + 1)
   double* beta;         // workspace, (T, 2 (L + 2)); unused without occupancy
   double* alpha;        // workspace, (2, 2 (L + 2))
-  double* frame_max;    // workspace, (T,): each frame's log emission scale
-  double* beta_log;     // workspace, (T,): log of the factor each stored beta row carries
+  double* beta_log;     // workspace, (2, T): exponent and mantissa of the product of
+                        // rescaling sums each stored beta row carries; unused without occupancy
   double* occupancy;    // out: (T, L + 1) posterior occupancy of the blank ([t][0]) and of
                         // each label position ([t][k]); nullptr: loss only
   double* nll;          // out: (1,) per lane, -log p(l | x)
