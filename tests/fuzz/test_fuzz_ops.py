@@ -44,12 +44,19 @@ def ctc_inputs(draw, max_T=10, max_N=4, max_C=6, max_S=5, normalised=True, dtype
         x[:, :, draw(st.integers(0, C - 1))] = -math.inf
         if normalised:
             x = torch.where(torch.isinf(x).all(-1, keepdim=True), torch.zeros_like(x), x)
-    layout = draw(st.sampled_from(["contiguous", "batch_first_storage", "padded_classes"]))
+    layout = draw(st.sampled_from(["contiguous", "batch_first_storage", "padded_classes", "expanded_batch",
+                                   "strided_classes"]))
     x = x.to(dtype)
     if layout == "batch_first_storage":
         x = x.transpose(0, 1).contiguous().transpose(0, 1)
     elif layout == "padded_classes":
         x = torch.cat([x, torch.zeros(T, N, 3, dtype=dtype)], -1)[..., :C]
+    elif layout == "expanded_batch":  # one sample's values seen N times (batch stride 0)
+        x = x[:, :1].expand(T, N, C)
+    elif layout == "strided_classes":  # classes two elements apart (class stride 2)
+        wide = torch.full((T, N, 2 * C), 7.0, dtype=dtype)
+        wide[..., ::2] = x
+        x = wide[..., ::2]
     labels = [c for c in range(C) if c != blank]
     il = [draw(st.integers(0, T)) for _ in range(N)]
     S = draw(st.integers(0, max_S)) if labels else 0
