@@ -301,6 +301,26 @@ def test_cpu_vector_code_gives_the_portable_codes_path_bit_for_bit(dtype, star, 
     monkeypatch.delenv("CTCX_NO_AVX512", raising=False)
 
 
+def test_star_candidates_with_nan_and_minus_inf_rank_the_same_on_both_cpu_paths(monkeypatch):
+    """The wildcard's three best classes per frame (AVX-512 for float32 up to
+    64 classes, else a scalar scan): NaN ranks first, -inf is never a
+    candidate, ties go to the lower class; both paths give the same output."""
+    g = torch.Generator().manual_seed(5)
+    for C in (4, 16, 33, 64):
+        x = torch.randint(-3, 1, (20, 6, C), generator=g).float()
+        x[2, 0, 1] = float("nan")
+        x[3, 1, :] = float("-inf")
+        x[3, 1, 0] = 0.0
+        x[5, 2, 2:] = float("-inf")
+        targets = torch.randint(1, C, (6, 3), generator=g)
+        monkeypatch.delenv("CTCX_NO_AVX512", raising=False)
+        a = ctcx.forced_align(x, targets, star=True, allow_impossible=True)
+        monkeypatch.setenv("CTCX_NO_AVX512", "1")
+        b = ctcx.forced_align(x, targets, star=True, allow_impossible=True)
+        monkeypatch.delenv("CTCX_NO_AVX512")
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), C
+
+
 def spoken(frames, C=6, hit=-0.01, miss=-6.0, blank_miss=-3.0):
     """(T, 1, C) float64 log-probabilities of a model that reads class ``frames[t]``
     at frame t (blank 0), mostly blank elsewhere."""

@@ -273,6 +273,50 @@ __attribute__((target("avx512f"))) void viterbi_frame_avx512(
     row[3 * g + 2] = static_cast<uint16_t>(a2);
   }
 }
+// The wildcard's candidates with AVX-512 for float rows of up to 64 classes:
+// the three largest values other than the blank's (ties: the lower class
+// first; -inf never a candidate), exactly as the scalar scan ranks them, by
+// three rounds of "largest value, its first lane, knock it out". Returns
+// false (nothing written) where a value is NaN: the scalar scan ranks those.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's own headers (_mm512_undefined_ps)
+__attribute__((target("avx512f"))) bool top3_avx512(const float* row, int64_t C, int64_t blank, float* value,
+                                                    int32_t* cls) {
+  const __m512 none = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  __m512 r[4];
+  __mmask16 nan = 0;
+  for (int k = 0; k < 4; ++k) {
+    const __mmask16 in = static_cast<__mmask16>(lanes_in(k * kLanes, 0, C) & ~lanes_in(k * kLanes, blank, blank + 1));
+    r[k] = _mm512_mask_loadu_ps(none, in, row + k * kLanes);
+    nan |= _mm512_cmp_ps_mask(r[k], r[k], _CMP_UNORD_Q);
+  }
+  if (nan) return false;
+  for (int i = 0; i < 3; ++i) {
+    __m512 x = _mm512_max_ps(_mm512_max_ps(r[0], r[1]), _mm512_max_ps(r[2], r[3]));
+    x = _mm512_max_ps(x, _mm512_shuffle_f32x4(x, x, _MM_SHUFFLE(1, 0, 3, 2)));  // every lane: the max of all
+    x = _mm512_max_ps(x, _mm512_shuffle_f32x4(x, x, _MM_SHUFFLE(2, 3, 0, 1)));
+    x = _mm512_max_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(1, 0, 3, 2)));
+    x = _mm512_max_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(2, 3, 0, 1)));
+    const float m = _mm512_cvtss_f32(x);
+    if (!(m > -std::numeric_limits<float>::infinity())) {
+      for (; i < 3; ++i) {
+        value[i] = -std::numeric_limits<float>::infinity();
+        cls[i] = -1;
+      }
+      return true;
+    }
+    const __m512 mv = _mm512_set1_ps(m);
+    uint64_t hits = 0;
+    for (int k = 0; k < 4; ++k) hits |= uint64_t(_mm512_cmp_ps_mask(r[k], mv, _CMP_EQ_OQ)) << (16 * k);
+    const int c = __builtin_ctzll(hits);
+    value[i] = row[c];
+    cls[i] = c;
+    r[c / kLanes] = _mm512_mask_blend_ps(static_cast<__mmask16>(1u << (c % kLanes)), r[c / kLanes], none);
+  }
+  return true;
+}
+#pragma GCC diagnostic pop
+
 // The vector path where the CPU has AVX-512, unless CTCX_NO_AVX512 is set
 // (read at every call, so tests can compare both paths in one process).
 inline bool use_avx512() {
@@ -324,6 +368,15 @@ void forced_align_cpu_impl(const at::Tensor& x, const int64_t* targets, int64_t 
         top_c = top_classes.data() + 3 * t;
       };
       const auto find_top = [&](const scalar_t* row) {
+#ifdef CTCX_HAVE_AVX512_PATH
+        if constexpr (kFloatIn) {
+          float v[3];
+          if (vector_path && C <= 4 * kLanes && top3_avx512(row, C, blank, v, top_c)) {
+            for (int i = 0; i < 3; ++i) top_v[i] = v[i] + star_penalty;
+            return;
+          }
+        }
+#endif
         acc_t v0 = kNegInf, v1 = kNegInf, v2 = kNegInf;
         int32_t c0 = -1, c1 = -1, c2 = -1;
         const auto ranks_above = [](acc_t x, acc_t y) { return x > y || (std::isnan(x) && !std::isnan(y)); };
