@@ -60,6 +60,22 @@ TORCH_LIBRARY(ctcx, m) {
       "ctc_beam_search(Tensor log_probs, Tensor input_lengths, int beam_width, int top_k, "
       "int blank, int min_length, int max_length, Tensor? allowed_tokens, "
       "float? blank_skip_threshold) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Prefix beam search with shallow fusion (ctcx/lm_fusion.h): the same
+  // arguments as ctc_beam_search, plus an n-gram LM, a lexicon and hotwords as
+  // tensor lists (their layout: ctcx/lm_beam_search_checks.h, built by
+  // ctcx/lm.py and ctcx/lexicon.py), the class between words (-1: none), the
+  // LM weight alpha >= 0, the insertion bonus beta per unit, and max_gain, an
+  // upper bound of what one token adds to the fused score besides its CTC
+  // log-probability (used for exact pruning). Returns (tokens, lengths,
+  // scores, timesteps) as ctc_beam_search, scores fused, plus ctc_scores
+  // (N, K) ln P_ctc and lm_scores (N, K) ln P_lm (without alpha) of each
+  // hypothesis.
+  m.def(
+      "ctc_lm_beam_search(Tensor log_probs, Tensor input_lengths, int beam_width, int top_k, "
+      "int blank, int min_length, int max_length, Tensor? allowed_tokens, "
+      "float? blank_skip_threshold, Tensor[] lm_tables, int[] lm_info, Tensor[] lexicon, "
+      "Tensor[] hotwords, int word_delimiter, float lm_weight, float insertion_bonus, float max_gain) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CTC forced alignment (Viterbi; Graves et al. 2006's recursion with max
   // for sum), prepared by ctcx/align.py: log_probs (T, N, C) floating with
   // stride(2) == 1, targets (N, S) int64 padded, input_lengths and

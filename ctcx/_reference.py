@@ -257,3 +257,106 @@ def forced_align_brute_force(log_probs: torch.Tensor, target: Sequence[int], bla
                 previous = c
         out.append((path, score))
     return sorted(out, key=lambda p: -p[1])
+
+
+class ArpaReference:
+    """A back-off n-gram model read from an ARPA file into a dict, scored by the
+    textbook recursion (Katz 1987): P(w | h) = p(h w) if listed, else
+    bow(h) P(w | h minus its oldest word); natural logs. Independent of
+    ctcx.NgramLM's hash tables. Words not listed score as <unk> (log10 -100
+    when the file lists no <unk>)."""
+
+    def __init__(self, path: str) -> None:
+        self.grams: dict = {}
+        order = 0
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if not fields:
+                    continue
+                if fields[0].startswith("\\") and fields[0].endswith("-grams:"):
+                    order = int(fields[0][1:-7])
+                elif fields[0] == "\\end\\":
+                    order = 0
+                elif order and not fields[0].startswith("\\"):
+                    bow = float(fields[order + 1]) if len(fields) == order + 2 else 0.0
+                    self.grams[tuple(fields[1:order + 1])] = (float(fields[0]) * math.log(10), bow * math.log(10))
+                    self.order = max(getattr(self, "order", 0), order)
+        self.grams.setdefault(("<unk>",), (-100 * math.log(10), 0.0))
+
+    def prob(self, context: tuple, word: str) -> float:
+        if (word,) not in self.grams:
+            word = "<unk>"
+        context = context[len(context) - (self.order - 1):] if self.order > 1 else ()
+        while True:
+            if context + (word,) in self.grams:
+                return self.grams[context + (word,)][0]
+            if not context:
+                raise AssertionError("unigram missing")
+            bow = self.grams.get(context, (0.0, 0.0))[1]
+            return bow + self.prob(context[1:], word)
+
+    def score(self, words: Sequence[str], bos: bool = True, eos: bool = True) -> float:
+        context = ("<s>",) if bos else ()
+        total = 0.0
+        for w in list(words) + (["</s>"] if eos else []):
+            total += self.prob(context, w)
+            context = context + (w if (w,) in self.grams else "<unk>",)
+        return total
+
+
+def _split_words(y: Sequence[int], delimiter: Optional[int]) -> List[tuple]:
+    if delimiter is None:
+        return [tuple(y)]
+    words, current = [], []
+    for c in y:
+        if c == delimiter:
+            words.append(tuple(current))
+            current = []
+        else:
+            current.append(c)
+    return words + [tuple(current)]
+
+
+def fused_score_reference(y: Sequence[int], tokens: Sequence[str], lm: Optional[ArpaReference] = None,
+                          unit: str = "char", delimiter: Optional[int] = None, lm_weight: float = 0.5,
+                          insertion_bonus: float = 0.0, lexicon=None, hotwords=None):
+    """The fusion part of a finished hypothesis' score (ctcx/lm_fusion.h's
+    definition), from its tokens ``y``: (extra, ln P_lm), or None when the
+    lexicon (a set of words as strings) refuses it. hotwords: {word: bonus}."""
+    words = _split_words(y, delimiter)
+    text = ["".join(tokens[c] for c in w) for w in words]
+    if lexicon is not None and (not y or any(t not in lexicon for t in text)):
+        return None
+    lm_total = 0.0
+    if lm is not None and unit == "word":
+        units = [t for t in text if t]
+        lm_total = lm.score(units)
+    else:
+        units = list(y)
+        if lm is not None:
+            lm_total = lm.score([tokens[c] for c in y])
+    hot = sum(hotwords.get(t, 0.0) for t in text if t) if hotwords else 0.0
+    return lm_weight * lm_total + insertion_bonus * len(units) + hot, lm_total
+
+
+def lm_decode_brute_force(log_probs: torch.Tensor, tokens: Sequence[str], blank: int = 0,
+                          max_length: Optional[int] = None, **fusion) -> List[tuple]:
+    """Every labelling of up to max_length (default T) tokens with its fused
+    score, best first: [(tokens tuple, fused, ln P_ctc, ln P_lm)], by
+    enumeration (exact CTC by the alpha recursion). ``fusion``: the keyword
+    arguments of fused_score_reference."""
+    T, C = log_probs.shape
+    max_length = T if max_length is None else max_length
+    symbols = [c for c in range(C) if c != blank]
+    out = []
+    for n in range(max_length + 1):
+        for y in itertools.product(symbols, repeat=n):
+            ctc = -ctc_nll_reference(log_probs, y, blank)
+            if ctc == NEG_INF:
+                continue
+            part = fused_score_reference(y, tokens, **fusion)
+            if part is None:
+                continue
+            out.append((y, ctc + part[0], ctc, part[1]))
+    return sorted(out, key=lambda h: -h[1])

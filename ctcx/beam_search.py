@@ -7,14 +7,19 @@ its exactness argument are described in ``csrc/include/ctcx/ctc_decode.h``.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Union
+import math
+from typing import TYPE_CHECKING, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.ctcx.ctc_beam_search)
 from .decode import Lengths, _decode_inputs
 
-__all__ = ["beam_search", "BeamSearchResult", "decode_strings", "MAX_BEAM_WIDTH"]
+if TYPE_CHECKING:
+    from .lexicon import Hotwords, Lexicon
+    from .lm import NgramLM
+
+__all__ = ["beam_search", "BeamSearchResult", "FusedBeamSearchResult", "decode_strings", "MAX_BEAM_WIDTH"]
 
 #: Largest beam_width the kernels support (csrc/include/ctcx/ctc_decode.h).
 MAX_BEAM_WIDTH = 1024
@@ -42,6 +47,28 @@ class BeamSearchResult(NamedTuple):
     timesteps: torch.Tensor
 
 
+class FusedBeamSearchResult(NamedTuple):
+    """:class:`BeamSearchResult` of a search with a language model, lexicon,
+    hotwords or insertion bonus, with the score split into its parts.
+
+    Attributes:
+        tokens, lengths, timesteps: as in :class:`BeamSearchResult`.
+        scores: (N, K) the fused score that ranks the hypotheses:
+            ``ctc_scores + lm_weight * lm_scores + insertion_bonus * units
+            + hotword bonus``; -inf for missing hypotheses.
+        ctc_scores: (N, K) ln P_ctc(hypothesis | x), summed over its alignments.
+        lm_scores: (N, K) ln P_lm(hypothesis), ``</s>`` included, without
+            the weight (0 without an LM).
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    scores: torch.Tensor
+    timesteps: torch.Tensor
+    ctc_scores: torch.Tensor
+    lm_scores: torch.Tensor
+
+
 def _optional_length(name: str, value) -> Optional[int]:
     if value is None:
         return None
@@ -54,7 +81,10 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
                 top_k: int = 1, blank: int = 0, *, batch_first: bool = False,
                 min_length: Optional[int] = None, max_length: Optional[int] = None,
                 allowed_tokens: Optional[torch.Tensor] = None,
-                blank_skip_threshold: Optional[float] = None) -> BeamSearchResult:
+                blank_skip_threshold: Optional[float] = None, lm: Optional["NgramLM"] = None,
+                lm_weight: float = 0.5, insertion_bonus: float = 0.0, lexicon: Optional["Lexicon"] = None,
+                hotwords: Union[None, "Hotwords", Mapping[str, float]] = None
+                ) -> Union[BeamSearchResult, FusedBeamSearchResult]:
     """CTC prefix beam search (Hannun et al. 2014), batched, on CPU or CUDA.
 
     Every prefix keeps the probability of its alignments ending in a blank and
@@ -96,7 +126,11 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
     Returns:
         :class:`BeamSearchResult` ``(tokens, lengths, scores, timesteps)`` of
         shapes (N, K, T), (N, K), (N, K), (N, K, T) with K = top_k, on
-        log_probs' device, best first.
+        log_probs' device, best first. With ``lm``, ``lexicon``,
+        ``hotwords`` or a non-zero ``insertion_bonus``: a
+        :class:`FusedBeamSearchResult`, which adds ``ctc_scores`` and
+        ``lm_scores`` (N, K). With none of them the search is the plain
+        one, bit for bit.
 
     Raises:
         ValueError: for a log_probs that is not a 3-D tensor of a supported
@@ -104,9 +138,12 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
             values, beam_width outside [1, 1024], top_k outside [1,
             beam_width], negative or crossed min_length/max_length, an
             allowed_tokens that is not a (C,) bool mask, or a
-            blank_skip_threshold outside (0, 1].
+            blank_skip_threshold outside (0, 1]; an lm, lexicon or hotwords
+            of another type, made for another number of classes or blank,
+            or with word delimiters that disagree; a negative or non-finite
+            lm_weight, a non-finite insertion_bonus.
         RuntimeError: for CUDA tensors when ctcx was built without its CUDA
-            kernels.
+            kernels, and for CUDA tensors with an lm, lexicon or hotwords.
     """
     for name, value in (("beam_width", beam_width), ("top_k", top_k)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -137,9 +174,64 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
                              f"{getattr(allowed_tokens, 'dtype', type(allowed_tokens).__name__)} "
                              f"{tuple(getattr(allowed_tokens, 'shape', ()))}")
         allowed_tokens = allowed_tokens.to(lp.device)
-    return BeamSearchResult(*torch.ops.ctcx.ctc_beam_search(
+    fused = lm is not None or lexicon is not None or hotwords is not None or insertion_bonus != 0.0
+    if not fused:
+        return BeamSearchResult(*torch.ops.ctcx.ctc_beam_search(
+            lp, lengths, beam_width, top_k, blank, min_length or 0,
+            T if max_length is None else min(max_length, T), allowed_tokens, blank_skip_threshold))
+    lm_tables, lm_info, lexicon_tables, hot_tables, delimiter, max_gain = _fusion_inputs(
+        lp, blank, lm, lm_weight, insertion_bonus, lexicon, hotwords)
+    return FusedBeamSearchResult(*torch.ops.ctcx.ctc_lm_beam_search(
         lp, lengths, beam_width, top_k, blank, min_length or 0,
-        T if max_length is None else min(max_length, T), allowed_tokens, blank_skip_threshold))
+        T if max_length is None else min(max_length, T), allowed_tokens, blank_skip_threshold,
+        lm_tables, lm_info, lexicon_tables, hot_tables, delimiter, float(lm_weight), float(insertion_bonus),
+        max_gain))
+
+
+def _fusion_inputs(lp: torch.Tensor, blank: int, lm, lm_weight, insertion_bonus, lexicon, hotwords):
+    """Validate the fusion arguments; return the op's lists, the word delimiter and max_gain."""
+    from .lexicon import Hotwords, Lexicon
+    from .lm import NgramLM
+
+    C = lp.shape[2]
+    for name, value in (("lm_weight", lm_weight), ("insertion_bonus", insertion_bonus)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{_FN}: {name} must be a finite number, got {value!r}")
+    if lm_weight < 0:
+        raise ValueError(f"{_FN}: lm_weight = {lm_weight} must be >= 0")
+    delimiters = {}
+    for name, value, kind in (("lm", lm, NgramLM), ("lexicon", lexicon, Lexicon),
+                              ("hotwords", hotwords if isinstance(hotwords, Hotwords) else None, Hotwords)):
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            raise ValueError(f"{_FN}: {name} must be a ctcx.{kind.__name__}, got {type(value).__name__}")
+        if len(value.tokens) != C or value.blank != blank:
+            raise ValueError(f"{_FN}: {name} was made for {len(value.tokens)} classes with blank {value.blank}; "
+                             f"log_probs has C = {C} and blank = {blank}")
+        if value.word_delimiter is not None:
+            delimiters[name] = value.word_delimiter
+    if len(set(delimiters.values())) > 1:
+        raise ValueError(f"{_FN}: the word delimiters disagree: {delimiters}")
+    delimiter = next(iter(delimiters.values()), None)
+    if hotwords is not None and not isinstance(hotwords, Hotwords):
+        if not isinstance(hotwords, Mapping):
+            raise ValueError(f"{_FN}: hotwords must be a ctcx.Hotwords or a {{word: bonus}} mapping, "
+                             f"got {type(hotwords).__name__}")
+        tokens = (lm or lexicon).tokens if (lm or lexicon) is not None else None
+        if tokens is None:
+            raise ValueError(f"{_FN}: a hotwords mapping needs an lm or lexicon to spell its words with; "
+                             f"pass a ctcx.Hotwords instead")
+        hotwords = Hotwords(hotwords, tokens, delimiter, blank=blank)
+    if lp.device.type != "cpu":
+        raise RuntimeError(f"{_FN}: the search with an lm, lexicon, hotwords or insertion_bonus runs on the CPU "
+                           f"only for now; move log_probs to the CPU (log_probs.cpu())")
+    lm_tables, lm_info = lm.tensors(lp.device) if lm is not None else ([], [])
+    max_gain = (max(float(insertion_bonus), 0.0) + (float(lm_weight) * lm.max_log_prob if lm is not None else 0.0)
+                + (hotwords.max_gain if hotwords is not None else 0.0))
+    return (lm_tables, lm_info, lexicon.tensors(lp.device) if lexicon is not None else [],
+            hotwords.tensors(lp.device) if hotwords is not None else [], -1 if delimiter is None else delimiter,
+            max_gain)
 
 
 def decode_strings(tokens: torch.Tensor, lengths: torch.Tensor,

@@ -125,6 +125,16 @@ def _ctc_beam_search_fake(log_probs, input_lengths, beam_width, top_k, blank, mi
     return tokens, lengths, scores, torch.empty_like(tokens)
 
 
+@torch.library.register_fake("ctcx::ctc_lm_beam_search")
+def _ctc_lm_beam_search_fake(log_probs, input_lengths, beam_width, top_k, blank, min_length, max_length,
+                             allowed_tokens, blank_skip_threshold, lm_tables, lm_info, lexicon, hotwords,
+                             word_delimiter, lm_weight, insertion_bonus, max_gain):
+    tokens, lengths, scores, timesteps = _ctc_beam_search_fake(
+        log_probs, input_lengths, beam_width, top_k, blank, min_length, max_length, allowed_tokens,
+        blank_skip_threshold)
+    return tokens, lengths, scores, timesteps, torch.empty_like(scores), torch.empty_like(scores)
+
+
 @torch.library.register_fake("ctcx::ctc_forced_align")
 def _ctc_forced_align_fake(log_probs, targets, input_lengths, target_lengths, blank, star_penalty=None):
     torch._check(log_probs.dim() == 3, lambda: "log_probs must be (T, N, C)")
