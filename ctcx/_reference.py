@@ -287,7 +287,7 @@ class ArpaReference:
     def prob(self, context: tuple, word: str) -> float:
         if (word,) not in self.grams:
             word = "<unk>"
-        context = context[len(context) - (self.order - 1):] if self.order > 1 else ()
+        context = context[-(self.order - 1):] if self.order > 1 else ()
         while True:
             if context + (word,) in self.grams:
                 return self.grams[context + (word,)][0]

@@ -149,6 +149,7 @@ def _read_arpa(path: str) -> Tuple[List[List[Tuple[Tuple[str, ...], float, float
             raise lines.error(f"expected the section '\\{order}-grams:', got {text!r}"
                               if text is not None else f"the file ends before the section '\\{order}-grams:'")
         section: List[Tuple[Tuple[str, ...], float, float, int]] = []
+        header_line = lines.at
         text = lines.next()
         while text is not None and not text.startswith("\\"):
             fields = text.split()
@@ -163,8 +164,8 @@ def _read_arpa(path: str) -> Tuple[List[List[Tuple[Tuple[str, ...], float, float
             section.append((tuple(fields[1:order + 1]), logp, bow, lines.at))
             text = lines.next()
         if len(section) != counts[order]:
-            raise lines.error(f"the header promises {counts[order]} {order}-grams but the section lists "
-                              f"{len(section)}", line=lines.at if text is None else lines.at)
+            raise lines.error(f"the \\data\\ header promises {counts[order]} {order}-grams but the section "
+                              f"'\\{order}-grams:' starting here lists {len(section)}", line=header_line)
         grams.append(section)
     if text != "\\end\\":
         raise lines.error(f"expected '\\end\\', got {text!r}" if text is not None
