@@ -88,7 +88,6 @@ lm::Fusion make_fusion(const at::Tensor& log_probs, at::TensorList lm_tables, at
     f.eos = static_cast<int32_t>(lm_info[2]);
     f.unk = static_cast<int32_t>(lm_info[3]);
     if (f.word_lm) {
-      TORCH_CHECK_VALUE(word_delimiter >= 0, kFn, ": a word LM needs a word_delimiter");
       f.vocab = check_trie(lm_tables[3], lm_tables[4], lm_tables[5], log_probs, C, "the LM's word trie");
       check_tensor(lm_tables[6], log_probs, at::kInt, "the LM's trie words");
       TORCH_CHECK_VALUE(lm_tables[6].numel() == lm_tables[3].numel() - 1, kFn,

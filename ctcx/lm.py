@@ -249,8 +249,9 @@ class NgramLM:
                 ``<s>``, ``</s>``, ``<unk>``); ``"word"``: ARPA words are
                 spelled with the tokens (longest token string first) and
                 separated by ``word_delimiter`` in the decoded output.
-            word_delimiter: the class id between words; required for
-                ``unit="word"``.
+            word_delimiter: the class id between words; with ``unit="word"``
+                and None, a whole hypothesis is one word (e.g. reading single
+                words), scored when it ends.
             blank: the blank's class id.
 
         Raises:
@@ -275,8 +276,6 @@ class NgramLM:
                                            or not 0 <= word_delimiter < C or word_delimiter == blank):
             raise ValueError(f"ctcx.NgramLM.from_arpa: word_delimiter = {word_delimiter!r} must be a class id in "
                              f"[0, {C}) other than the blank {blank}")
-        if unit == "word" and word_delimiter is None:
-            raise ValueError("ctcx.NgramLM.from_arpa: unit='word' needs word_delimiter, the class id between words")
         pieces: Dict[str, int] = {}
         for c, t in enumerate(tokens):
             if c == blank:
@@ -305,12 +304,12 @@ class NgramLM:
         else:
             vocab = [words[0] for words, _, _, _ in grams[0] if words[0] not in specials]
             base = len(vocab)
-            delim = tokens[word_delimiter]
+            delim = tokens[word_delimiter] if word_delimiter is not None else None
             longest = max(len(t) for t in pieces)
             spelled: List[List[int]] = []
             for (words, _, _, line) in (g for g in grams[0] if g[0][0] not in specials):
                 w = words[0]
-                spelling = _spell(w, pieces, longest) if delim not in w else None
+                spelling = _spell(w, pieces, longest) if delim is None or delim not in w else None
                 if not spelling or word_delimiter in spelling:
                     raise ARPAError(f"{path}, line {line}: word {w!r} cannot be spelled with the tokens "
                                     f"(or holds the word delimiter {delim!r})")
@@ -466,6 +465,8 @@ class NgramLM:
     def split(self, text: str) -> List[str]:
         """``text`` as units: a char LM's tokens (longest token string first), or a word LM's words."""
         if self.unit == "word":
+            if self.word_delimiter is None:
+                return [text] if text else []
             return [w for w in text.split(self.tokens[self.word_delimiter]) if w]
         pieces = {t: c for c, t in enumerate(self.tokens) if c != self.blank}
         out, i, longest = [], 0, max(len(t) for t in pieces)

@@ -69,6 +69,16 @@ def test_word_lm_scores_words_at_delimiters_and_the_end(tmp_path, order):
                                   reference=dict(lm=ref, unit="word", delimiter=4))
 
 
+def test_word_lm_without_a_delimiter_scores_the_whole_hypothesis_as_one_word(tmp_path):
+    path = random_arpa(tmp_path / "w.arpa", ["a", "ab", "ba", "cab"], 2, seed=21)
+    lm = ctcx.NgramLM.from_arpa(path, TOKENS, unit="word")
+    assert lm.score("ab") == pytest.approx(ArpaReference(str(path)).score(["ab"]), abs=1e-5)
+    for seed in range(3):
+        lp = random_log_probs(5, 2, 5, seed=400 + seed)
+        check_against_brute_force(lp, 4, lm=lm, lm_weight=0.8, insertion_bonus=0.5,
+                                  reference=dict(lm=ArpaReference(str(path)), unit="word", delimiter=None))
+
+
 @pytest.mark.parametrize("delimiter", [None, 4])
 def test_lexicon_allows_only_its_words(tmp_path, delimiter):
     words = ["ab", "b", "cab", "ca"]

@@ -129,7 +129,6 @@ def test_bad_arguments_are_refused(tmp_path):
     path.write_text(GOOD, encoding="utf-8")
     cases = [
         (dict(tokens=["-", "a", "b"], unit="syllable"), "unit must be 'char' or 'word'"),
-        (dict(tokens=["-", "a", "b"], unit="word"), "needs word_delimiter"),
         (dict(tokens=["-", "a", "a"]), r"tokens\[2\] = 'a' repeats tokens\[1\]"),
         (dict(tokens=["-", "a", ""]), r"tokens\[2\] is empty"),
         (dict(tokens=["-", "a", "b"], blank=3), "blank = 3 must be a class id"),
