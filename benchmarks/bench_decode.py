@@ -4,6 +4,8 @@
     python benchmarks/bench_decode.py --workloads captcha --checkpoint runs/default/checkpoint.pt
     python benchmarks/bench_decode.py --device cuda    # GPU: beams 10 and 64, C=1000
     python benchmarks/bench_decode.py --device cuda --quick   # what tools/gpu_check.py runs
+    python benchmarks/bench_decode.py --lm runs/words  # LM and lexicon decoding on a word-reading task
+                                                       # (benchmarks/bench_decode_lm.py)
 
 CPU workloads (blank = 0, no language model anywhere):
 - ``random``: B=32, T=500, C in --classes (default 32 and 1000), "peaked"
@@ -379,7 +381,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--classes", type=int, nargs="+", default=None,
                         help="vocabulary sizes, blank included (default: 32 1000 on CPU, 1000 on CUDA)")
-    parser.add_argument("--beam", type=int, default=10, help="beam width on the CPU")
+    parser.add_argument("--beam", type=int, default=None, help="beam width on the CPU (default 10; 32 with --lm)")
     parser.add_argument("--cuda-beams", type=int, nargs="+", default=[10, 64])
     parser.add_argument("--scale", type=float, default=5.0, help="logit scale: larger is more peaked")
     parser.add_argument("--repeats", type=int, default=None,
@@ -393,11 +395,22 @@ def main(argv=None) -> None:
     parser.add_argument("--checkpoint", default=None,
                         help="captcha model for the captcha workload (default: runs/default/checkpoint.pt if "
                              "present, else one the benchmark trains)")
+    parser.add_argument("--lm", default=None, metavar="TASK_DIR",
+                        help="decoding with a language model on the task of benchmarks/word_task.py "
+                             "(benchmarks/bench_decode_lm.py); the other options except --beam do not apply")
     parser.add_argument("--quick", action="store_true", help="3 repeats and a 10-second peer budget")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.lm:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_decode_lm import run
+
+        print(f"ctcx {ctcx.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        run(Path(args.lm), beam=args.beam or 32, repeats=args.repeats or 3)
+        return
+    args.beam = args.beam or 10
     args.classes = args.classes or ([32, 1000] if args.device == "cpu" else [1000])
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.peer_budget = args.peer_budget if args.peer_budget is not None else (10.0 if args.quick else 60.0)
