@@ -12,12 +12,14 @@ Decoders (beam width --beam, default 32, for all):
 - greedy (``ctcx.greedy_decode``) and ``ctcx.beam_search`` without LM;
 - ctcx + char 5-gram (``lm=NgramLM(char5.arpa)``), ctcx + lexicon, ctcx +
   lexicon + char 5-gram, ctcx + lexicon + word LM (``words2.arpa``, a whole
-  hypothesis is one word);
+  hypothesis is one word): each exact (no pruning) and with
+  ``beam_threshold=10`` (pyctcdecode's default beam_prune_logp);
 - pyctcdecode 0.5.0 + KenLM with ``words2.arpa`` and the lexicon as its
-  unigrams (its LM is word-level; it cannot use a char LM);
+  unigrams (its LM is word-level; it cannot use a char LM), its defaults
+  otherwise (beam_prune_logp -10, token_min_logp -5);
 - flashlight-text 0.0.7 (torchaudio's ``ctc_decoder``): its lexicon decoder
   with ``words2.arpa`` and the lexicon, and its lexicon-free decoder with
-  ``char5.arpa``.
+  ``char5.arpa``, at torchaudio's default beam_threshold 50.
 Each LM decoder's weights (alpha, beta) are tuned on --tune images of the
 validation split over a small grid, then used on the test set. Reported:
 word accuracy (exact match), character error rate, and seconds per image at
@@ -47,6 +49,9 @@ from ctcx.captcha.metrics import character_error_rate, exact_match
 from ctcx.captcha.model import CRNN
 
 ALPHAS = (0.1, 0.3, 0.6, 1.0, 1.5)
+WORD_SCORES = (0.0, -3.0, -10.0)  # flashlight's lexicon decoder (see Decoders)
+THRESHOLD = 10.0  # ctcx's approximate rows: pyctcdecode's default beam_prune_logp
+FLASHLIGHT_THRESHOLD = 50.0  # torchaudio ctc_decoder's default beam_threshold
 BETAS = (0.0, 1.0, 2.5)
 
 
@@ -82,7 +87,8 @@ def scores(texts: Sequence[str], references: Sequence[str]) -> Tuple[float, floa
 
 class Decoders:
     """name -> (decode(lp, lengths, alpha, beta) -> texts, what to tune: True (both
-    weights), "alpha" (flashlight's lexicon-free decoder has no insertion score) or False)."""
+    weights), "alpha" (flashlight's lexicon-free decoder has no insertion score), "word_score"
+    (alpha and a word penalty) or False)."""
 
     def __init__(self, task: Path, charset: str, beam: int) -> None:
         self.charset, self.beam = charset, beam
@@ -92,17 +98,24 @@ class Decoders:
         self.word_lm = ctcx.NgramLM.from_arpa(task / "words2.arpa", self.tokens, unit="word")
         self.lexicon = ctcx.Lexicon(self.words, self.tokens)
         self.task = task
-        self.table: Dict[str, Tuple[Callable, bool]] = {
+        self.table: Dict[str, Tuple[Callable, object]] = {
             "greedy": (self.greedy, False),
             "ctcx beam": (lambda lp, n, a, b: self.ctcx(lp, n), False),
-            "ctcx beam + char 5-gram": (lambda lp, n, a, b: self.ctcx(lp, n, lm=self.char_lm, lm_weight=a,
-                                                                      insertion_bonus=b), True),
-            "ctcx beam + lexicon": (lambda lp, n, a, b: self.ctcx(lp, n, lexicon=self.lexicon), False),
-            "ctcx beam + lexicon + char 5-gram": (lambda lp, n, a, b: self.ctcx(
-                lp, n, lm=self.char_lm, lexicon=self.lexicon, lm_weight=a, insertion_bonus=b), True),
-            "ctcx beam + lexicon + word LM": (lambda lp, n, a, b: self.ctcx(
-                lp, n, lm=self.word_lm, lexicon=self.lexicon, lm_weight=a, insertion_bonus=b), True),
         }
+        for cut in (None, THRESHOLD):
+            tag = "" if cut is None else f", threshold {cut:g}"
+            self.table.update({
+                f"ctcx + char 5-gram{tag}": (lambda lp, n, a, b, cut=cut: self.ctcx(
+                    lp, n, lm=self.char_lm, lm_weight=a, insertion_bonus=b, beam_threshold=cut), True),
+                f"ctcx + lexicon{tag}": (lambda lp, n, a, b, cut=cut: self.ctcx(
+                    lp, n, lexicon=self.lexicon, beam_threshold=cut), False),
+                f"ctcx + lexicon + char 5-gram{tag}": (lambda lp, n, a, b, cut=cut: self.ctcx(
+                    lp, n, lm=self.char_lm, lexicon=self.lexicon, lm_weight=a, insertion_bonus=b,
+                    beam_threshold=cut), True),
+                f"ctcx + lexicon + word LM{tag}": (lambda lp, n, a, b, cut=cut: self.ctcx(
+                    lp, n, lm=self.word_lm, lexicon=self.lexicon, lm_weight=a, insertion_bonus=b,
+                    beam_threshold=cut), True),
+            })
         self._peers()
 
     def greedy(self, lp, lengths, alpha, beta):
@@ -134,22 +147,26 @@ class Decoders:
             from flashlight.lib.text import decoder as fl
             from flashlight.lib.text.dictionary import Dictionary
 
-            token_dict = Dictionary(self.tokens)
-            C = len(self.tokens)
+            # Flashlight's CTC criterion needs a silence token apart from the
+            # blank (with sil = blank it reads "dead" as "deeadd"): a class
+            # that never scores, appended as column C ("|", as torchaudio's).
+            token_dict = Dictionary(self.tokens + ["|"])
+            C = len(self.tokens) + 1
+            self.silence = C - 1
 
             def lexicon_free(lp, lengths, alpha, beta):
                 lm = fl.KenLM(str(self.task / "char5.arpa"), token_dict)
-                options = fl.LexiconFreeDecoderOptions(beam_size=self.beam, beam_size_token=C, beam_threshold=1e30,
-                                                       lm_weight=alpha, sil_score=0.0, log_add=True,
+                options = fl.LexiconFreeDecoderOptions(beam_size=self.beam, beam_size_token=C,
+                                                       beam_threshold=FLASHLIGHT_THRESHOLD, lm_weight=alpha, sil_score=0.0, log_add=True,
                                                        criterion_type=fl.CriterionType.CTC)
-                decoder = fl.LexiconFreeDecoder(options, lm, 0, 0, [])
+                decoder = fl.LexiconFreeDecoder(options, lm, self.silence, 0, [])
                 return [self._flashlight_tokens(decoder, lp, i, int(n)) for i, n in enumerate(lengths)]
 
             word_dict = Dictionary(list(self.words))  # create_word_dict fails in 0.0.7 (no <unk> yet)
             word_dict.add_entry("<unk>")
             unk = word_dict.get_index("<unk>")
             lexicon_lm = fl.KenLM(str(self.task / "words2.arpa"), word_dict)
-            trie = fl.Trie(C, 0)
+            trie = fl.Trie(C, self.silence)
             start = lexicon_lm.start(False)
             for w in self.words:
                 index = word_dict.get_index(w)
@@ -158,27 +175,35 @@ class Decoders:
             trie.smear(fl.SmearingMode.MAX)
 
             def lexicon_decoder(lp, lengths, alpha, beta):
-                options = fl.LexiconDecoderOptions(beam_size=self.beam, beam_size_token=C, beam_threshold=1e30,
+                options = fl.LexiconDecoderOptions(beam_size=self.beam, beam_size_token=C,
+                                                   beam_threshold=FLASHLIGHT_THRESHOLD,
                                                    lm_weight=alpha, word_score=beta, unk_score=float("-inf"),
                                                    sil_score=0.0, log_add=True, criterion_type=fl.CriterionType.CTC)
-                decoder = fl.LexiconDecoder(options, trie, lexicon_lm, 0, 0, unk, [], False)
+                decoder = fl.LexiconDecoder(options, trie, lexicon_lm, self.silence, 0, unk, [], False)
                 out = []
                 for i, n in enumerate(lengths):
-                    x = lp[:int(n), i].contiguous().numpy()
+                    x = self._with_silence(lp[:int(n), i])
                     result = decoder.decode(x.ctypes.data, int(n), C)[0]
                     out.append("".join(word_dict.get_entry(w) for w in result.words if w >= 0))
                 return out
-            self.table["flashlight lexicon + KenLM word LM"] = (lexicon_decoder, True)
+            # Its word_score is paid per word; without silence between words it
+            # would otherwise split one word into several ("gee" + "tt" for "get").
+            self.table["flashlight lexicon + KenLM word LM"] = (lexicon_decoder, "word_score")
             self.table["flashlight lexicon-free + KenLM char 5-gram"] = (lexicon_free, "alpha")
         else:
             print("flashlight-text not installed: skipped")
 
+    @staticmethod
+    def _with_silence(x: torch.Tensor) -> np.ndarray:
+        """(T, C + 1) float32 C-contiguous: x and a silence column that never scores."""
+        return torch.cat([x, torch.full((x.shape[0], 1), -1e30)], 1).contiguous().numpy()
+
     def _flashlight_tokens(self, decoder, lp, i, n) -> str:
-        x = lp[:n, i].contiguous().numpy()
-        path = decoder.decode(x.ctypes.data, n, len(self.tokens))[0].tokens
+        x = self._with_silence(lp[:n, i])
+        path = decoder.decode(x.ctypes.data, n, len(self.tokens) + 1)[0].tokens
         out, prev = [], None
         for t in path:
-            if t != prev and t > 0:
+            if t != prev and 0 < t < len(self.tokens):
                 out.append(self.tokens[t])
             prev = t
         return "".join(out)
@@ -208,24 +233,25 @@ def run(task: Path, beam: int = 32, tune: int = 500, repeats: int = 3) -> None:
     print(f"task {task}: {len(refs)} test images (T up to {lp.shape[0]}, C = {lp.shape[2]}), weights tuned on "
           f"{len(dev_ref)} validation images, beam {beam}, alpha in {ALPHAS}, beta in {BETAS}")
     print(f"{'decoder':46s} {'alpha':>5s} {'beta':>5s} {'word acc':>9s} {'CER':>7s} {'ms/img 1 thr':>12s}"
-          f" {'vs ctcx+LM':>10s}")
+          f" {'vs ctcx lex+LM thr':>18s}")
     rows = []
     for name, (decode, tuned) in decoders.table.items():
         best = (0.0, 0.0)
         if tuned:
-            grid = [(a, b) for a in ALPHAS for b in (BETAS if tuned is True else (0.0,))]
+            betas = {True: BETAS, "alpha": (0.0,), "word_score": WORD_SCORES}[tuned]
+            grid = [(a, b) for a in ALPHAS for b in betas]
             best = max(grid, key=lambda ab: scores(decode(dev_lp, dev_n, *ab), dev_ref)[0])
         texts = decode(lp, lengths, *best)
         acc, cer = scores(texts, refs)
         seconds = timed(lambda: decode(lp, lengths, *best), repeats if name.startswith(("ctcx", "greedy")) else 1)
         rows.append((name, best, acc, cer, seconds))
-    reference = next((r[4] for r in rows if r[0] == "ctcx beam + lexicon + char 5-gram"), None)
+    reference = next((r[4] for r in rows if r[0] == f"ctcx + lexicon + word LM, threshold {THRESHOLD:g}"), None)
     for name, (a, b), acc, cer, seconds in rows:
         ratio = f"{seconds / reference:9.1f}x" if reference else ""
         print(f"{name:46s} {a:5.2f} {b:5.2f} {100 * acc:8.2f}% {100 * cer:6.2f}% {1000 * seconds / len(refs):12.3f}"
-              f" {ratio:>10s}")
+              f" {ratio:>18s}")
     torch.set_num_threads(threads)
-    for name in ("ctcx beam + char 5-gram", "ctcx beam + lexicon + char 5-gram"):
+    for name in (f"ctcx + char 5-gram, threshold {THRESHOLD:g}", f"ctcx + lexicon + word LM, threshold {THRESHOLD:g}"):
         decode = decoders.table[name][0]
         a, b = next(r[1] for r in rows if r[0] == name)
         seconds = timed(lambda: decode(lp, lengths, a, b), repeats)

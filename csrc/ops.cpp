@@ -66,7 +66,9 @@ TORCH_LIBRARY(ctcx, m) {
   // ctcx/lm.py and ctcx/lexicon.py), the class between words (-1: none), the
   // LM weight alpha >= 0, the insertion bonus beta per unit, and max_gain, an
   // upper bound of what one token adds to the fused score besides its CTC
-  // log-probability (used for exact pruning). Returns (tokens, lengths,
+  // log-probability (used for exact pruning), and beam_threshold (None: the
+  // search is exact; else candidates more than this below the frame's best
+  // are dropped, as flashlight's beam_threshold). Returns (tokens, lengths,
   // scores, timesteps) as ctc_beam_search, scores fused, plus ctc_scores
   // (N, K) ln P_ctc and lm_scores (N, K) ln P_lm (without alpha) of each
   // hypothesis.
@@ -74,7 +76,8 @@ TORCH_LIBRARY(ctcx, m) {
       "ctc_lm_beam_search(Tensor log_probs, Tensor input_lengths, int beam_width, int top_k, "
       "int blank, int min_length, int max_length, Tensor? allowed_tokens, "
       "float? blank_skip_threshold, Tensor[] lm_tables, int[] lm_info, Tensor[] lexicon, "
-      "Tensor[] hotwords, int word_delimiter, float lm_weight, float insertion_bonus, float max_gain) "
+      "Tensor[] hotwords, int word_delimiter, float lm_weight, float insertion_bonus, float max_gain, "
+      "float? beam_threshold) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // CTC forced alignment (Viterbi; Graves et al. 2006's recursion with max
   // for sum), prepared by ctcx/align.py: log_probs (T, N, C) floating with

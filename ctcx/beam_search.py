@@ -83,8 +83,8 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
                 allowed_tokens: Optional[torch.Tensor] = None,
                 blank_skip_threshold: Optional[float] = None, lm: Optional["NgramLM"] = None,
                 lm_weight: float = 0.5, insertion_bonus: float = 0.0, lexicon: Optional["Lexicon"] = None,
-                hotwords: Union[None, "Hotwords", Mapping[str, float]] = None
-                ) -> Union[BeamSearchResult, FusedBeamSearchResult]:
+                hotwords: Union[None, "Hotwords", Mapping[str, float]] = None,
+                beam_threshold: Optional[float] = None) -> Union[BeamSearchResult, FusedBeamSearchResult]:
     """CTC prefix beam search (Hannun et al. 2014), batched, on CPU or CUDA.
 
     Every prefix keeps the probability of its alignments ending in a blank and
@@ -174,7 +174,11 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
                              f"{getattr(allowed_tokens, 'dtype', type(allowed_tokens).__name__)} "
                              f"{tuple(getattr(allowed_tokens, 'shape', ()))}")
         allowed_tokens = allowed_tokens.to(lp.device)
-    fused = lm is not None or lexicon is not None or hotwords is not None or insertion_bonus != 0.0
+    fused = (lm is not None or lexicon is not None or hotwords is not None or insertion_bonus != 0.0
+             or beam_threshold is not None)
+    if beam_threshold is not None and (isinstance(beam_threshold, bool) or not isinstance(beam_threshold, (int, float))
+                                       or not beam_threshold > 0):
+        raise ValueError(f"{_FN}: beam_threshold = {beam_threshold!r} must be None or a number > 0")
     if not fused:
         return BeamSearchResult(*torch.ops.ctcx.ctc_beam_search(
             lp, lengths, beam_width, top_k, blank, min_length or 0,
@@ -185,7 +189,7 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
         lp, lengths, beam_width, top_k, blank, min_length or 0,
         T if max_length is None else min(max_length, T), allowed_tokens, blank_skip_threshold,
         lm_tables, lm_info, lexicon_tables, hot_tables, delimiter, float(lm_weight), float(insertion_bonus),
-        max_gain))
+        max_gain, None if beam_threshold is None else float(beam_threshold)))
 
 
 def _fusion_inputs(lp: torch.Tensor, blank: int, lm, lm_weight, insertion_bonus, lexicon, hotwords):

@@ -128,7 +128,7 @@ def _ctc_beam_search_fake(log_probs, input_lengths, beam_width, top_k, blank, mi
 @torch.library.register_fake("ctcx::ctc_lm_beam_search")
 def _ctc_lm_beam_search_fake(log_probs, input_lengths, beam_width, top_k, blank, min_length, max_length,
                              allowed_tokens, blank_skip_threshold, lm_tables, lm_info, lexicon, hotwords,
-                             word_delimiter, lm_weight, insertion_bonus, max_gain):
+                             word_delimiter, lm_weight, insertion_bonus, max_gain, beam_threshold):
     tokens, lengths, scores, timesteps = _ctc_beam_search_fake(
         log_probs, input_lengths, beam_width, top_k, blank, min_length, max_length, allowed_tokens,
         blank_skip_threshold)

@@ -205,6 +205,7 @@ def test_bad_fusion_arguments_are_refused(tmp_path):
         (dict(hotwords={"ab": 1.0}), "needs an lm or lexicon to spell its words"),
         (dict(hotwords=["ab"]), "hotwords must be a ctcx.Hotwords or a"),
         (dict(lexicon=ctcx.Lexicon(["ab"], TOKENS[:4])), r"made for 4 classes with blank 0; log_probs has C = 5"),
+        (dict(beam_threshold=0.0), "beam_threshold = 0.0 must be None or a number > 0"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -225,9 +226,12 @@ def test_the_op_refuses_tables_that_would_be_read_out_of_bounds():
 
     def call(lex):
         return torch.ops.ctcx.ctc_lm_beam_search(lp, lengths, 4, 1, 0, 0, 4, None, None, [], [], lex, [], -1,
-                                                 0.5, 0.0, 0.0)
+                                                 0.5, 0.0, 0.0, None)
 
     call(good)
+    with pytest.raises(ValueError, match="beam_threshold = -1"):
+        torch.ops.ctcx.ctc_lm_beam_search(lp, lengths, 4, 1, 0, 0, 4, None, None, [], [], good, [], -1, 0.5, 0.0,
+                                          0.0, -1.0)
     bad_node = [t.clone() for t in good]
     bad_node[2][0] = 99
     bad_token = [t.clone() for t in good]
@@ -239,4 +243,23 @@ def test_the_op_refuses_tables_that_would_be_read_out_of_bounds():
         with pytest.raises(ValueError, match=message):
             call(lex)
     with pytest.raises(ValueError, match="lm_weight = -1"):
-        torch.ops.ctcx.ctc_lm_beam_search(lp, lengths, 4, 1, 0, 0, 4, None, None, [], [], [], [], -1, -1.0, 0.0, 0.0)
+        torch.ops.ctcx.ctc_lm_beam_search(lp, lengths, 4, 1, 0, 0, 4, None, None, [], [], [], [], -1, -1.0, 0.0, 0.0,
+                                          None)
+
+
+def test_beam_threshold_drops_only_prefixes_far_below_the_best(tmp_path):
+    path = random_arpa(tmp_path / "lm.arpa", ["a", "b", "c", "|"], 3, seed=6)
+    lm = ctcx.NgramLM.from_arpa(path, TOKENS)
+    lp = random_log_probs(12, 4, 5, seed=12, scale=4.0)
+    exact = ctcx.beam_search(lp, beam_width=64, top_k=1, lm=lm, lm_weight=0.5)
+    loose = ctcx.beam_search(lp, beam_width=64, top_k=1, lm=lm, lm_weight=0.5, beam_threshold=1e6)
+    for a, b in zip(exact, loose):  # a threshold nothing reaches changes nothing
+        assert torch.equal(a, b)
+    tight = ctcx.beam_search(lp, beam_width=64, top_k=1, lm=lm, lm_weight=0.5, beam_threshold=1e-3)
+    # With a tiny threshold only the frame's best prefix survives: its score
+    # misses the pruned alignments, a lower bound of an answer the exact search ranks below its own.
+    assert (tight.scores <= exact.scores + 1e-9).all()
+    plain = ctcx.beam_search(lp, beam_width=8, top_k=1)
+    no_lm = ctcx.beam_search(lp, beam_width=8, top_k=1, beam_threshold=1e6)
+    assert isinstance(no_lm, ctcx.FusedBeamSearchResult)
+    assert torch.equal(plain.tokens, no_lm.tokens) and torch.equal(plain.scores, no_lm.ctc_scores)

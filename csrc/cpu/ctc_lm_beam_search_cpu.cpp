@@ -31,7 +31,6 @@
 #include <functional>
 #include <limits>
 #include <optional>
-#include <queue>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -110,8 +109,9 @@ struct Outputs {
 template <typename scalar_t, typename acc_t>
 class Search {
  public:
-  Search(const lm::Fusion& f, const decode::SearchConfig& cfg, int64_t C, const bool* allowed)
-      : f_(f), cfg_(cfg), C_(C), allowed_(allowed) {}
+  Search(const lm::Fusion& f, const decode::SearchConfig& cfg, int64_t C, const bool* allowed, double threshold)
+      : f_(f), cfg_(cfg), C_(C), allowed_(allowed), cache_(C <= kCacheClasses),
+        threshold_(static_cast<acc_t>(threshold)) {}
 
   void run(const scalar_t* data, int64_t st, int64_t frames, acc_t log_skip, int64_t T, int64_t top_k,
            int64_t n, const Outputs& out) {
@@ -133,6 +133,7 @@ class Search {
       h.len = 0;
       h.last = -1;
       beam_.push_back(h);
+      if (cache_) rows_.assign(C_, std::numeric_limits<acc_t>::quiet_NaN());
     }
     for (int64_t t = 0; t < frames; ++t) {
       const scalar_t* row = data + t * st;
@@ -149,20 +150,35 @@ class Search {
            h.len + 1 + remaining >= cfg_.min_length;
   }
 
+  // heap_: the K best scores so far, a min-heap (its front is theta once full).
   void push(const Cand<acc_t>& c) {
+    if (c.score < floor()) return;
+    best_ = c.score > best_ ? c.score : best_;
     cands_.push_back(c);
-    heap_.push(c.score);
-    if (static_cast<int32_t>(heap_.size()) > cfg_.beam_width) heap_.pop();
+    heap_.push_back(c.score);
+    std::push_heap(heap_.begin(), heap_.end(), std::greater<acc_t>());
+    if (static_cast<int32_t>(heap_.size()) > cfg_.beam_width) {
+      std::pop_heap(heap_.begin(), heap_.end(), std::greater<acc_t>());
+      heap_.pop_back();
+    }
   }
 
   acc_t theta() const {
-    return static_cast<int32_t>(heap_.size()) == cfg_.beam_width ? heap_.top() : neg_inf<acc_t>();
+    return static_cast<int32_t>(heap_.size()) == cfg_.beam_width ? heap_.front() : neg_inf<acc_t>();
+  }
+
+  // What a candidate must reach: theta, and with a beam_threshold also the
+  // best score so far minus it (an approximation the caller asked for).
+  acc_t floor() const {
+    const acc_t th = theta();
+    const acc_t cut = best_ - threshold_;
+    return cut > th ? cut : th;
   }
 
   // Whether an upper bound (a sum of a few terms) falls below theta by more
   // than its rounding: the candidate it bounds cannot enter the beam.
   bool below(acc_t bound) const {
-    const acc_t th = theta();
+    const acc_t th = floor();
     const acc_t eps = std::is_same<acc_t, double>::value ? acc_t(1e-12) : acc_t(1e-5);
     return bound + eps * (acc_t(1) + std::abs(th) + std::abs(bound)) < th;
   }
@@ -174,7 +190,8 @@ class Search {
     index_.reset(nb);
     for (int32_t i = 0; i < nb; ++i) index_.insert(beam_, i);
     cands_.clear();
-    heap_ = decltype(heap_)();
+    heap_.clear();
+    best_ = ninf;
     stay_pb_.resize(nb);
     stay_pnb_.resize(nb);
     stay_emits_.resize(nb);
@@ -201,30 +218,47 @@ class Search {
     }
 
     // EXT: the frame's usable tokens, best first.
-    if (extend) {
-      tokens_.clear();
+    const acc_t gain = static_cast<acc_t>(f_.max_gain);
+    int32_t first = 0;  // the best extendable prefix
+    while (first < nb && !extendable(beam_[first], remaining)) ++first;
+    if (extend && first < nb) {
+      acc_t best_lp = ninf;
       for (int64_t c = 0; c < C_; ++c) {
         if (c == cfg_.blank || (allowed_ != nullptr && !allowed_[c])) continue;
         const acc_t v = decode::read_lp<acc_t>(row, c);
-        if (v > ninf) tokens_.push_back({v, c});
+        best_lp = v > best_lp ? v : best_lp;
       }
-      std::sort(tokens_.begin(), tokens_.end(), cand_better<acc_t>);
-      const acc_t gain = static_cast<acc_t>(f_.max_gain);
+      // The frame's tokens, best first, only when one could enter the beam.
+      tokens_.clear();
+      if (best_lp > ninf && !below(beam_[first].score + best_lp + gain)) {
+        for (int64_t c = 0; c < C_; ++c) {
+          if (c == cfg_.blank || (allowed_ != nullptr && !allowed_[c])) continue;
+          const acc_t v = decode::read_lp<acc_t>(row, c);
+          if (v > ninf) tokens_.push_back({v, c});
+        }
+        std::sort(tokens_.begin(), tokens_.end(), cand_better<acc_t>);
+      }
       lm::FusionState<acc_t> next;
-      for (int32_t j = 0; j < nb && !tokens_.empty(); ++j) {
+      for (int32_t j = first; j < nb && !tokens_.empty(); ++j) {
         const Hyp<acc_t>& h = beam_[j];
         if (!extendable(h, remaining)) continue;
         if (below(h.score + tokens_[0].score + gain)) break;  // the beam is sorted by score
+        acc_t* cached = cache_ ? rows_.data() + static_cast<int64_t>(j) * C_ : nullptr;
         for (const Cand<acc_t>& tok : tokens_) {
           if (below(h.score + tok.score + gain)) break;
           const int32_t c = static_cast<int32_t>(tok.id);
           const acc_t ctc = decode::sane((c == h.last ? h.pb : h.ctc) + tok.score);
           if (!(ctc > ninf)) continue;
           if (index_.find(beam_, decode::extend_hash(h.hash, c), h.len + 1) >= 0) continue;  // merged
-          next = h.st;
-          if (!lm::fusion_step(f_, next, c)) continue;
-          const acc_t score = decode::sane(ctc + lm::fusion_extra(f_, next));
-          if (score > ninf && !(score < theta())) push({score, K + static_cast<int64_t>(j) * C_ + c});
+          acc_t extra = cached ? cached[c] : std::numeric_limits<acc_t>::quiet_NaN();
+          if (extra != extra) {
+            next = h.st;
+            extra = lm::fusion_step(f_, next, c) ? lm::fusion_extra(f_, next) : ninf;
+            if (cached) cached[c] = extra;
+          }
+          if (!(extra > ninf)) continue;  // the lexicon forbids it
+          const acc_t score = decode::sane(ctc + extra);
+          if (score > ninf) push({score, K + static_cast<int64_t>(j) * C_ + c});
         }
       }
     }
@@ -233,6 +267,7 @@ class Search {
     const int32_t keep = std::min<int32_t>(K, static_cast<int32_t>(cands_.size()));
     std::partial_sort(cands_.begin(), cands_.begin() + keep, cands_.end(), cand_better<acc_t>);
     next_.resize(keep);
+    if (cache_) next_rows_.resize(static_cast<size_t>(keep) * C_);
     for (int32_t i = 0; i < keep; ++i) {
       const Cand<acc_t>& c = cands_[i];
       Hyp<acc_t>& h = next_[i];
@@ -246,6 +281,7 @@ class Search {
         const bool emits = stay_emits_[k] != 0;
         hist_pred[i] = emits ? parent_[k] : k;
         hist_tok[i] = emits ? h.last : -1;
+        if (cache_) std::copy_n(rows_.data() + static_cast<int64_t>(k) * C_, C_, next_rows_.data() + static_cast<int64_t>(i) * C_);
         continue;
       }
       const int32_t j = static_cast<int32_t>((c.id - K) / C_);
@@ -264,8 +300,12 @@ class Search {
       h.last = token;
       hist_pred[i] = j;
       hist_tok[i] = token;
+      if (cache_) {
+        std::fill_n(next_rows_.data() + static_cast<int64_t>(i) * C_, C_, std::numeric_limits<acc_t>::quiet_NaN());
+      }
     }
     beam_.swap(next_);
+    rows_.swap(next_rows_);
   }
 
   void finish(int64_t frames, int64_t T, int64_t top_k, int64_t n, const Outputs& out) {
@@ -321,9 +361,17 @@ class Search {
   const decode::SearchConfig& cfg_;
   const int64_t C_;
   const bool* allowed_;
+  const bool cache_;
+  const acc_t threshold_;  // beam_threshold, +inf: none
+  acc_t best_ = 0;         // the best candidate score of the frame so far
   std::vector<Hyp<acc_t>> beam_, next_;
   std::vector<Cand<acc_t>> cands_, tokens_;
-  std::priority_queue<acc_t, std::vector<acc_t>, std::greater<acc_t>> heap_;
+  std::vector<acc_t> heap_;
+  // extra(state after token c) of beam entry k at rows_[k * C + c], NaN until
+  // computed: a prefix's extensions cost one LM query each in its lifetime,
+  // not one per frame. (C <= kCacheClasses; above, every frame queries.)
+  static constexpr int64_t kCacheClasses = 4096;
+  std::vector<acc_t> rows_, next_rows_;
   std::vector<acc_t> stay_pb_, stay_pnb_;
   std::vector<int32_t> stay_emits_, parent_, hist_pred_, hist_tok_;
   HashIndex index_;
@@ -334,7 +382,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     int64_t blank, int64_t min_length, int64_t max_length, const std::optional<at::Tensor>& allowed_tokens,
     std::optional<double> blank_skip_threshold, at::TensorList lm_tables, at::IntArrayRef lm_info,
     at::TensorList lexicon, at::TensorList hotwords, int64_t word_delimiter, double lm_weight,
-    double insertion_bonus, double max_gain) {
+    double insertion_bonus, double max_gain, std::optional<double> beam_threshold) {
   const char* fn = "ctcx.beam_search";
   check_decode_layout(fn, log_probs, input_lengths, blank);
   check_beam_search_options(log_probs, beam_width, top_k, min_length, max_length, allowed_tokens,
@@ -360,6 +408,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const Outputs out{tokens.mutable_data_ptr<int64_t>(), timesteps.mutable_data_ptr<int64_t>(),
                     lengths.mutable_data_ptr<int64_t>(), scores.mutable_data_ptr(),
                     ctc_scores.mutable_data_ptr(), lm_scores.mutable_data_ptr()};
+  TORCH_CHECK_VALUE(!beam_threshold || *beam_threshold > 0, fn, ": beam_threshold = ", *beam_threshold,
+                    " must be None or > 0");
+  const double threshold = beam_threshold ? *beam_threshold : std::numeric_limits<double>::infinity();
   const int64_t* frames = il.const_data_ptr<int64_t>();
   const bool* mask = allowed.defined() ? allowed.const_data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, log_probs.scalar_type(), "ctcx_lm_beam_search_cpu", [&] {
@@ -367,7 +418,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const scalar_t* data = log_probs.const_data_ptr<scalar_t>();
     const int64_t st = log_probs.stride(0), sn = log_probs.stride(1);
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      Search<scalar_t, acc_t> search(fusion, cfg, C, mask);
+      Search<scalar_t, acc_t> search(fusion, cfg, C, mask, threshold);
       for (int64_t n = begin; n < end; ++n) {
         search.run(data + n * sn, st, frames[n], static_cast<acc_t>(log_skip), T, top_k, n, out);
       }
