@@ -360,3 +360,122 @@ def lm_decode_brute_force(log_probs: torch.Tensor, tokens: Sequence[str], blank:
                 continue
             out.append((y, ctc + part[0], ctc, part[1]))
     return sorted(out, key=lambda h: -h[1])
+
+
+class FusionReference:
+    """ctcx/lm_fusion.h's fusion state machine in plain Python (states are
+    tuples), for the beam search reference below. lm: a ctcx.NgramLM (its
+    Python scorer, not the kernel's), lexicon: a set of words, hotwords:
+    {word: bonus}; tokens: the string of each class."""
+
+    def __init__(self, tokens, lm=None, delimiter=None, lm_weight=0.5, insertion_bonus=0.0, lexicon=None,
+                 hotwords=None):
+        self.tokens, self.lm, self.delimiter = list(tokens), lm, delimiter
+        self.alpha, self.beta, self.lexicon, self.hot = lm_weight, insertion_bonus, lexicon, hotwords or {}
+        self.prefixes = {w[:i] for w in (lexicon or ()) for i in range(len(w) + 1)}
+        self.hot_prefixes = {}
+        for w, b in self.hot.items():
+            for i in range(1, len(w) + 1):
+                share = b * i / len(w)
+                self.hot_prefixes[w[:i]] = max(self.hot_prefixes.get(w[:i], share), share)
+
+    def begin(self):
+        lm_state = self.lm.begin() if self.lm is not None else None
+        return (lm_state, "", 0, 0.0, 0.0)  # lm state, current word, units, ln P_lm, hotword bonus done
+
+    def extra(self, s):
+        lm_state, word, units, lm, done = s
+        partial = self.hot_prefixes.get(word, 0.0) if (self.hot and word) else 0.0
+        return self.alpha * lm + self.beta * units + done + partial
+
+    def step(self, s, c):
+        lm_state, word, units, lm, done = s
+        word_lm = self.lm is not None and self.lm.unit == "word"
+        if c == self.delimiter:
+            if self.lexicon is not None and word not in self.lexicon:
+                return None
+            done += self.hot.get(word, 0.0) if word else 0.0
+            if word_lm:
+                if word:
+                    p, lm_state = self.lm.advance(lm_state, word)
+                    lm, units = lm + p, units + 1
+            else:
+                if self.lm is not None:
+                    p, lm_state = self.lm.advance(lm_state, self.tokens[c])
+                    lm += p
+                units += 1
+            return (lm_state, "", units, lm, done)
+        word += self.tokens[c]
+        if self.lexicon is not None and word not in self.prefixes:
+            return None
+        if not word_lm:
+            if self.lm is not None:
+                p, lm_state = self.lm.advance(lm_state, self.tokens[c])
+                lm += p
+            units += 1
+        return (lm_state, word, units, lm, done)
+
+    def finish(self, s):
+        lm_state, word, units, lm, done = s
+        if self.lexicon is not None and word not in self.lexicon:
+            return None
+        done += self.hot.get(word, 0.0) if word else 0.0
+        if self.lm is not None:
+            if self.lm.unit == "word" and word:
+                p, lm_state = self.lm.advance(lm_state, word)
+                lm, units = lm + p, units + 1
+            lm += self.lm.finish(lm_state)
+        return self.alpha * lm + self.beta * units + done, lm
+
+
+def lm_prefix_beam_search_reference(log_probs: torch.Tensor, beam_width: int, fusion: FusionReference,
+                                    blank: int = 0) -> List[tuple]:
+    """The fused prefix beam search of csrc/cpu/ctc_lm_beam_search_cpu.cpp
+    without its pruning: every STAY and every extension of every prefix is a
+    candidate, the best beam_width by (score, candidate id) survive (STAY k:
+    id k; EXT(j, c): K + j C + c). log_probs: (T, C) of one sample. Returns
+    the finished hypotheses, best first: [(tokens tuple, fused, ln P_ctc)]."""
+    lp = log_probs.double().tolist()
+    T, C = len(lp), log_probs.shape[1]
+    K = beam_width
+    s0 = fusion.begin()
+    beam = [((), 0.0, NEG_INF, s0, fusion.extra(s0))]  # prefix, pb, pnb, state, extra
+    for t in range(T):
+        row = lp[t]
+        where = {y: k for k, (y, *_rest) in enumerate(beam)}
+        cands = []
+        for k, (y, pb, pnb, st, extra) in enumerate(beam):
+            total = _logsumexp([pb, pnb])
+            new_pb = total + row[blank]
+            carry = pnb + row[y[-1]] if y else NEG_INF
+            j = where.get(y[:-1]) if y else None
+            merged = NEG_INF
+            if j is not None:
+                _, jpb, jpnb, _, _ = beam[j]
+                merged = (jpb if beam[j][0] and beam[j][0][-1] == y[-1] else _logsumexp([jpb, jpnb])) + row[y[-1]]
+            new_pnb = _logsumexp([carry, merged])
+            score = _logsumexp([new_pb, new_pnb])
+            if score > NEG_INF:
+                cands.append((score + extra, k, (y, new_pb, new_pnb, st, extra)))
+        for j, (y, pb, pnb, st, extra) in enumerate(beam):
+            total = _logsumexp([pb, pnb])
+            for c in range(C):
+                if c == blank or y + (c,) in where:
+                    continue
+                ctc = (pb if y and y[-1] == c else total) + row[c]
+                if ctc == NEG_INF:
+                    continue
+                nst = fusion.step(st, c)
+                if nst is None:
+                    continue
+                e = fusion.extra(nst)
+                cands.append((ctc + e, K + j * C + c, (y + (c,), NEG_INF, ctc, nst, e)))
+        cands.sort(key=lambda x: (-x[0], x[1]))
+        beam = [x[2] for x in cands[:K]]
+    out = []
+    for y, pb, pnb, st, _ in beam:
+        fin = fusion.finish(st)
+        ctc = _logsumexp([pb, pnb])
+        if fin is not None and ctc > NEG_INF:
+            out.append((y, ctc + fin[0], ctc))
+    return sorted(out, key=lambda h: -h[1])

@@ -263,3 +263,38 @@ def test_beam_threshold_drops_only_prefixes_far_below_the_best(tmp_path):
     no_lm = ctcx.beam_search(lp, beam_width=8, top_k=1, beam_threshold=1e6)
     assert isinstance(no_lm, ctcx.FusedBeamSearchResult)
     assert torch.equal(plain.tokens, no_lm.tokens) and torch.equal(plain.scores, no_lm.ctc_scores)
+
+
+@pytest.mark.parametrize("beam_width", [1, 2, 3, 5])
+@pytest.mark.parametrize("kind", ["char", "word", "lexicon", "hotwords"])
+def test_narrow_beams_keep_what_the_unpruned_search_keeps(tmp_path, beam_width, kind):
+    # The kernel's bound pruning and its per-prefix cache must not change the
+    # beam: compare with the same search that scores every candidate.
+    from ctcx._reference import FusionReference, lm_prefix_beam_search_reference
+
+    if kind in ("char", "hotwords"):
+        path = random_arpa(tmp_path / "lm.arpa", ["a", "b", "c", "|"], 3, seed=beam_width)
+        lm = ctcx.NgramLM.from_arpa(path, TOKENS, word_delimiter=4)
+    else:
+        path = random_arpa(tmp_path / "w.arpa", ["a", "ab", "ba", "cab"], 3, seed=beam_width)
+        lm = ctcx.NgramLM.from_arpa(path, TOKENS, unit="word", word_delimiter=4)
+    kwargs = dict(lm=lm, lm_weight=0.7, insertion_bonus=0.4)
+    ref_kwargs = dict(kwargs, delimiter=4)
+    if kind == "lexicon":
+        words = ["ab", "ba", "cab", "b"]
+        kwargs["lexicon"] = ctcx.Lexicon(words, TOKENS, word_delimiter=4)
+        ref_kwargs["lexicon"] = set(words)
+    if kind == "hotwords":
+        kwargs["hotwords"] = ref_kwargs["hotwords"] = {"ab": 2.0, "cab": 3.0}
+    fusion = FusionReference(TOKENS, **ref_kwargs)
+    for seed in range(6):
+        lp = random_log_probs(9, 1, 5, seed=1000 + seed, scale=1.5)
+        lp[:, :, 4] += 0.5
+        lp = lp.log_softmax(-1)
+        expected = lm_prefix_beam_search_reference(lp[:, 0], beam_width, fusion)
+        res = ctcx.beam_search(lp, beam_width=beam_width, top_k=beam_width, **kwargs)
+        got = [(tuple(res.tokens[0, k, :res.lengths[0, k]].tolist()), res.scores[0, k].item())
+               for k in range(beam_width) if res.scores[0, k] > float("-inf")]
+        assert [g[0] for g in got] == [e[0] for e in expected], (seed, got, expected)
+        for (_, score), (_, fused, _) in zip(got, expected):
+            assert score == pytest.approx(fused, abs=1e-9)
