@@ -298,3 +298,13 @@ def test_narrow_beams_keep_what_the_unpruned_search_keeps(tmp_path, beam_width, 
         assert [g[0] for g in got] == [e[0] for e in expected], (seed, got, expected)
         for (_, score), (_, fused, _) in zip(got, expected):
             assert score == pytest.approx(fused, abs=1e-9)
+
+
+def test_opcheck(tmp_path):
+    path = random_arpa(tmp_path / "lm.arpa", ["a", "b", "c", "|"], 3, seed=2)
+    lm = ctcx.NgramLM.from_arpa(path, TOKENS)
+    tables, info = lm.tensors(torch.device("cpu"))
+    lexicon = ctcx.Lexicon(["ab", "cab"], TOKENS).tensors(torch.device("cpu"))
+    lp = random_log_probs(6, 2, 5, seed=3).float()
+    args = (lp, torch.tensor([6, 4]), 4, 2, 0, 0, 6, None, None, tables, info, lexicon, [], -1, 0.5, 0.2, 0.2, None)
+    torch.library.opcheck(torch.ops.ctcx.ctc_lm_beam_search, args)
