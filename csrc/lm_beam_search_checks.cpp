@@ -42,7 +42,9 @@ lm::Trie check_trie(const at::Tensor& first, const at::Tensor& token, const at::
                         ": edge ", e, " has token ", tk[e], " or node ", nd[e], " out of range");
     }
   }
-  return {first.const_data_ptr<int32_t>(), token.const_data_ptr<int32_t>(), node.const_data_ptr<int32_t>()};
+  TORCH_CHECK_VALUE(nodes < (int64_t(1) << 31) - 1 && edges < (int64_t(1) << 31), kFn, ": ", what, " is too large");
+  return {first.const_data_ptr<int32_t>(), token.const_data_ptr<int32_t>(), node.const_data_ptr<int32_t>(),
+          static_cast<int32_t>(nodes), static_cast<int32_t>(edges)};
 }
 
 }  // namespace

@@ -429,11 +429,12 @@ class FusionReference:
 
 
 def lm_prefix_beam_search_reference(log_probs: torch.Tensor, beam_width: int, fusion: FusionReference,
-                                    blank: int = 0) -> List[tuple]:
+                                    blank: int = 0, beam_threshold: float = math.inf) -> List[tuple]:
     """The fused prefix beam search of csrc/cpu/ctc_lm_beam_search_cpu.cpp
     without its pruning: every STAY and every extension of every prefix is a
     candidate, the best beam_width by (score, candidate id) survive (STAY k:
-    id k; EXT(j, c): K + j C + c). log_probs: (T, C) of one sample. Returns
+    id k; EXT(j, c): K + j C + c) among those within beam_threshold of the
+    frame's best. log_probs: (T, C) of one sample. Returns
     the finished hypotheses, best first: [(tokens tuple, fused, ln P_ctc)]."""
     lp = log_probs.double().tolist()
     T, C = len(lp), log_probs.shape[1]
@@ -471,7 +472,7 @@ def lm_prefix_beam_search_reference(log_probs: torch.Tensor, beam_width: int, fu
                 e = fusion.extra(nst)
                 cands.append((ctc + e, K + j * C + c, (y + (c,), NEG_INF, ctc, nst, e)))
         cands.sort(key=lambda x: (-x[0], x[1]))
-        beam = [x[2] for x in cands[:K]]
+        beam = [x[2] for x in cands[:K] if cands and x[0] >= cands[0][0] - beam_threshold]
     out = []
     for y, pb, pnb, st, _ in beam:
         fin = fusion.finish(st)

@@ -143,7 +143,7 @@ def beam_search(log_probs: torch.Tensor, input_lengths: Lengths = None, beam_wid
             or with word delimiters that disagree; a negative or non-finite
             lm_weight, a non-finite insertion_bonus.
         RuntimeError: for CUDA tensors when ctcx was built without its CUDA
-            kernels, and for CUDA tensors with an lm, lexicon or hotwords.
+            kernels.
     """
     for name, value in (("beam_width", beam_width), ("top_k", top_k)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -227,9 +227,6 @@ def _fusion_inputs(lp: torch.Tensor, blank: int, lm, lm_weight, insertion_bonus,
             raise ValueError(f"{_FN}: a hotwords mapping needs an lm or lexicon to spell its words with; "
                              f"pass a ctcx.Hotwords instead")
         hotwords = Hotwords(hotwords, tokens, delimiter, blank=blank)
-    if lp.device.type != "cpu":
-        raise RuntimeError(f"{_FN}: the search with an lm, lexicon, hotwords or insertion_bonus runs on the CPU "
-                           f"only for now; move log_probs to the CPU (log_probs.cpu())")
     lm_tables, lm_info = lm.tensors(lp.device) if lm is not None else ([], [])
     max_gain = (max(float(insertion_bonus), 0.0) + (float(lm_weight) * lm.max_log_prob if lm is not None else 0.0)
                 + (hotwords.max_gain if hotwords is not None else 0.0))

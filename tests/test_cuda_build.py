@@ -19,7 +19,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 import ctcx
 
 OPS = ("ctcx::ctc_loss", "ctcx::ctc_loss_with_logits", "ctcx::ctc_greedy_decode", "ctcx::ctc_beam_search",
-       "ctcx::ctc_forced_align")
+       "ctcx::ctc_forced_align", "ctcx::ctc_lm_beam_search")
 EXPECT_CUDA_BUILD = os.environ.get("CTCX_EXPECT_CUDA_BUILD") == "1"
 
 needs_cuda_build = pytest.mark.skipif(not ctcx.cuda_available(),
@@ -36,12 +36,8 @@ def test_the_expected_cuda_build_has_its_kernels():
     assert ctcx.cuda_available(), "ctcx was built without its CUDA kernels"
 
 
-# Ops with a CPU kernel only so far (the fused beam search's CUDA kernel is to come).
-CPU_ONLY_OPS = ("ctcx::ctc_lm_beam_search",)
-
-
 def test_every_op_has_a_cpu_kernel():
-    assert [op for op in OPS + CPU_ONLY_OPS if not has_kernel(op, "CPU")] == []
+    assert [op for op in OPS if not has_kernel(op, "CPU")] == []
     # the eager CPU loss's C++ autograd node (csrc/cpu/ctc_loss_folded_cpu.cpp)
     assert has_kernel("ctcx::ctc_loss_folded", "AutogradCPU")
 

@@ -11,7 +11,8 @@ when the compiler lacks one), and run on the cases below: the fused loss
 gradient pass; log_probs and logits; f16/bf16/f32/f64; int32/int64, padded
 and concatenated targets; contiguous, batch-first and padded-row strides;
 multi-warp blocks up to 512 threads; edge, infeasible and bad-value samples),
-greedy decoding and the beam search (small and large beams, scratch in shared
+greedy decoding, the fused beam search (LMs, lexicon, hotwords; bit for bit)
+and the beam search (small and large beams, scratch in shared
 and in global memory, opt-in shared memory, many token-list chunks,
 constraints, blank skipping), forced alignment (every dtype, ties, a
 601-state target over three rounds of threads, unchecked values), and 240
@@ -390,6 +391,91 @@ def beam_write(root, case):
         "max_shared_bytes": case["max_shared_bytes"], "token_list_budget": case["token_list_budget"]})
 
 
+LM_TOKENS = ["<b>", "a", "b", "c", "|", "d", "e"]  # class 4 is the word delimiter where one is used
+
+
+def lm_beam_case(name, *, dtype="f32", T=8, N=2, il=None, blank=0, beam_width=4, top_k=2, lm=None,
+                 lexicon=None, hotwords=None, delimiter=None, lm_weight=0.6, insertion_bonus=0.3, min_length=0,
+                 max_length=None, allowed=None, blank_skip_threshold=None, beam_threshold=None, seed=0,
+                 scale=1.5, tsan=True):
+    """The fused beam search; lm: None, ("char", order) or ("word", order), built when written."""
+    C = len(LM_TOKENS)
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(T, N, C, generator=g, dtype=torch.float64) * scale).log_softmax(-1)
+    return {"name": name, "op": "lmbeam", "dtype": dtype, "x": x.to(DTYPES[dtype]),
+            "il": list(il) if il is not None else [T] * N, "blank": blank, "strides": "contiguous",
+            "beam_width": beam_width, "top_k": top_k, "min_length": min_length,
+            "max_length": T if max_length is None else min(max_length, T), "allowed": allowed,
+            "blank_skip_threshold": blank_skip_threshold, "beam_threshold": beam_threshold, "lm": lm,
+            "lexicon": lexicon, "hotwords": hotwords, "delimiter": delimiter, "lm_weight": lm_weight,
+            "insertion_bonus": insertion_bonus, "seed": seed, "tsan": tsan}
+
+
+def lm_beam_cases():
+    return [
+        lm_beam_case("lmbeam-char", lm=("char", 3), seed=1),
+        lm_beam_case("lmbeam-char-f64", dtype="f64", lm=("char", 4), beam_width=6, top_k=3, seed=2),
+        lm_beam_case("lmbeam-char-bf16", dtype="bf16", lm=("char", 2), il=(8, 0), seed=3, tsan=False),
+        lm_beam_case("lmbeam-word-lexicon", lm=("word", 3), lexicon=["ab", "ba", "cab", "e"], delimiter=4,
+                     beam_width=5, top_k=3, seed=4),
+        lm_beam_case("lmbeam-hotwords", hotwords={"ab": 2.0, "cab": 3.0, "e": -1.0}, delimiter=4, lm=("char", 2),
+                     seed=5, tsan=False),
+        lm_beam_case("lmbeam-limits", lm=("char", 3), min_length=2, max_length=4, blank=6,
+                     allowed=torch.tensor([True, True, True, False, True, True, True]),
+                     blank_skip_threshold=0.7, scale=3.0, seed=6, tsan=False),
+        lm_beam_case("lmbeam-threshold", lm=("char", 3), beam_threshold=2.0, beam_width=8, top_k=4, seed=7,
+                     tsan=False),
+        lm_beam_case("lmbeam-width-1", lm=("word", 2), delimiter=4, beam_width=1, top_k=1, seed=8, tsan=False),
+    ]
+
+
+def lm_beam_write(root, case):
+    from arpa_files import random_arpa
+
+    kind = case["lm"]
+    delimiter = case["delimiter"]
+    tokens = LM_TOKENS
+    blank = case["blank"]
+    names = [t for c, t in enumerate(tokens) if c not in (blank, delimiter)]
+    lm = None
+    if kind is not None:
+        unit, order = kind
+        units = names + (["|"] if delimiter is not None and unit == "char" else [])
+        if unit == "word":
+            units = ["ab", "ba", "cab", "e", "dd"]
+        path = random_arpa(root / f"{case['name']}.arpa", units, order, seed=case["seed"])
+        lm = ctcx.NgramLM.from_arpa(path, tokens, unit=unit, word_delimiter=delimiter, blank=blank)
+    lexicon = ctcx.Lexicon(case["lexicon"], tokens, word_delimiter=delimiter, blank=blank) if case["lexicon"] else None
+    hot = ctcx.Hotwords(case["hotwords"], tokens, word_delimiter=delimiter, blank=blank) if case["hotwords"] else None
+    cpu = torch.device("cpu")
+    tables, info = lm.tensors(cpu) if lm is not None else ([], [])
+    max_gain = (max(case["insertion_bonus"], 0.0) + (case["lm_weight"] * lm.max_log_prob if lm else 0.0)
+                + (hot.max_gain if hot else 0.0))
+    case["op_args"] = (tables, info, lexicon.tensors(cpu) if lexicon else [], hot.tensors(cpu) if hot else [],
+                       -1 if delimiter is None else delimiter, case["lm_weight"], case["insertion_bonus"], max_gain,
+                       case["beam_threshold"])
+    arrays = {}
+    spec = {"beam_width": case["beam_width"], "top_k": case["top_k"], "min_length": case["min_length"],
+            "max_length": case["max_length"], "allowed": int(case["allowed"] is not None),
+            "blank_skip_threshold": "inf" if case["blank_skip_threshold"] is None else case["blank_skip_threshold"],
+            "beam_threshold": "inf" if case["beam_threshold"] is None else case["beam_threshold"],
+            "delimiter": -1 if delimiter is None else delimiter, "lm_weight": repr(float(case["lm_weight"])),
+            "insertion_bonus": repr(float(case["insertion_bonus"])), "max_gain": repr(float(max_gain)),
+            "has_lm": int(lm is not None), "has_lexicon": int(lexicon is not None), "has_hotwords": int(hot is not None)}
+    if lm is not None:
+        spec.update(word_lm=int(lm.unit == "word"), order=info[0], bos=info[1], eos=info[2], unk=info[3], mask=info[5])
+        arrays.update(lm_keys=tables[0], lm_values=tables[1])
+        if lm.unit == "word":
+            arrays.update(vocab_first=tables[3], vocab_token=tables[4], vocab_node=tables[5], vocab_word=tables[6])
+        else:
+            arrays["lm_units"] = tables[2]
+    if lexicon is not None:
+        arrays.update(zip(("lex_first", "lex_token", "lex_node", "lex_end"), lexicon.tensors(cpu)))
+    if hot is not None:
+        arrays.update(zip(("hot_first", "hot_token", "hot_node", "hot_partial", "hot_full"), hot.tensors(cpu)))
+    return common_write(root, case, spec, arrays)
+
+
 def align_case(name, *, dtype="f32", T=14, N=5, C=6, S=4, il=None, tl=None, blank=0, strides="contiguous",
                seed=0, ties=False, bad_label=False, star=None, tsan=True):
     g = torch.Generator().manual_seed(seed)
@@ -504,7 +590,8 @@ def fuzz_cases(per_op=60, seed=28):
     return cases
 
 
-ALL_CASES = {"loss": loss_cases(), "greedy": greedy_cases(), "beam": beam_cases(), "align": align_cases()}
+ALL_CASES = {"loss": loss_cases(), "greedy": greedy_cases(), "beam": beam_cases(), "align": align_cases(),
+             "lmbeam": lm_beam_cases()}
 for _op, _cases in fuzz_cases().items():
     ALL_CASES[_op] += _cases
 
@@ -528,7 +615,7 @@ def runs(drivers, tmp_path_factory):
                     continue
                 case = dict(case)
                 d = {"loss": loss_write, "greedy": lambda r, c: common_write(r, c, {}),
-                     "beam": beam_write, "align": align_write}[op](root, case)
+                     "beam": beam_write, "align": align_write, "lmbeam": lm_beam_write}[op](root, case)
                 written[case["name"]] = (case, d)
         proc = run_driver(exe, [d for _, d in written.values()])
         stats = {}
@@ -616,6 +703,30 @@ def test_beam_search_kernels_match_the_cpu_op(runs, variant):
                     assert torch.equal(g, w), f"{g.tolist()} != {w.tolist()}"
             except AssertionError as e:
                 failures.append(f"{name} {field}: {e}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("variant", variants())
+def test_fused_beam_search_kernel_matches_the_cpu_op(runs, variant):
+    """The same beams as the CPU op, which prunes what the kernel scores: the
+    same hypotheses, start frames and scores (fused, CTC, LM), bit for bit."""
+    failures = []
+    for name, (case, d, stats) in results(runs, variant).items():
+        if case["op"] != "lmbeam":
+            continue
+        assert stats is not None, f"{name} did not run"
+        T, N, C = case["x"].shape
+        K = case["top_k"]
+        want = torch.ops.ctcx.ctc_lm_beam_search(case["view"], torch.tensor(case["il"]), case["beam_width"], K,
+                                                 case["blank"], case["min_length"], case["max_length"],
+                                                 case["allowed"], case["blank_skip_threshold"], *case["op_args"])
+        acc = ACC[case["dtype"]]
+        got = (read(d, "tokens", torch.long, (N, K, T)), read(d, "lengths", torch.long, (N, K)),
+               read(d, "scores", acc, (N, K)), read(d, "timesteps", torch.long, (N, K, T)),
+               read(d, "ctc_scores", acc, (N, K)), read(d, "lm_scores", acc, (N, K)))
+        for field, g, w in zip(("tokens", "lengths", "scores", "timesteps", "ctc_scores", "lm_scores"), got, want):
+            if not torch.equal(g, w):
+                failures.append(f"{name} {field}: {g.tolist()} != {w.tolist()}")
     assert not failures, "\n".join(failures)
 
 

@@ -266,13 +266,13 @@ def test_beam_threshold_drops_only_prefixes_far_below_the_best(tmp_path):
 
 
 @pytest.mark.parametrize("beam_width", [1, 2, 3, 5])
-@pytest.mark.parametrize("kind", ["char", "word", "lexicon", "hotwords"])
+@pytest.mark.parametrize("kind", ["char", "word", "lexicon", "hotwords", "threshold"])
 def test_narrow_beams_keep_what_the_unpruned_search_keeps(tmp_path, beam_width, kind):
     # The kernel's bound pruning and its per-prefix cache must not change the
     # beam: compare with the same search that scores every candidate.
     from ctcx._reference import FusionReference, lm_prefix_beam_search_reference
 
-    if kind in ("char", "hotwords"):
+    if kind in ("char", "hotwords", "threshold"):
         path = random_arpa(tmp_path / "lm.arpa", ["a", "b", "c", "|"], 3, seed=beam_width)
         lm = ctcx.NgramLM.from_arpa(path, TOKENS, word_delimiter=4)
     else:
@@ -286,13 +286,15 @@ def test_narrow_beams_keep_what_the_unpruned_search_keeps(tmp_path, beam_width, 
         ref_kwargs["lexicon"] = set(words)
     if kind == "hotwords":
         kwargs["hotwords"] = ref_kwargs["hotwords"] = {"ab": 2.0, "cab": 3.0}
+    threshold = 1.5 if kind == "threshold" else None
     fusion = FusionReference(TOKENS, **ref_kwargs)
     for seed in range(6):
         lp = random_log_probs(9, 1, 5, seed=1000 + seed, scale=1.5)
         lp[:, :, 4] += 0.5
         lp = lp.log_softmax(-1)
-        expected = lm_prefix_beam_search_reference(lp[:, 0], beam_width, fusion)
-        res = ctcx.beam_search(lp, beam_width=beam_width, top_k=beam_width, **kwargs)
+        expected = lm_prefix_beam_search_reference(lp[:, 0], beam_width, fusion,
+                                                   beam_threshold=threshold or float("inf"))
+        res = ctcx.beam_search(lp, beam_width=beam_width, top_k=beam_width, beam_threshold=threshold, **kwargs)
         got = [(tuple(res.tokens[0, k, :res.lengths[0, k]].tolist()), res.scores[0, k].item())
                for k in range(beam_width) if res.scores[0, k] > float("-inf")]
         assert [g[0] for g in got] == [e[0] for e in expected], (seed, got, expected)
@@ -308,3 +310,23 @@ def test_opcheck(tmp_path):
     lp = random_log_probs(6, 2, 5, seed=3).float()
     args = (lp, torch.tensor([6, 4]), 4, 2, 0, 0, 6, None, None, tables, info, lexicon, [], -1, 0.5, 0.2, 0.2, None)
     torch.library.opcheck(torch.ops.ctcx.ctc_lm_beam_search, args)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and ctcx.cuda_available()),
+                    reason="needs a GPU and ctcx built with its CUDA kernels")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_keeps_the_cpu_beams(tmp_path, dtype):
+    path = random_arpa(tmp_path / "lm.arpa", ["a", "b", "c", "|"], 4, seed=31)
+    lm = ctcx.NgramLM.from_arpa(path, TOKENS, word_delimiter=4)
+    lexicon = ctcx.Lexicon(["ab", "ba", "cab", "c"], TOKENS, word_delimiter=4)
+    lp = random_log_probs(30, 16, 5, seed=32, dtype=dtype)
+    lengths = torch.randint(0, 31, (16,), generator=torch.Generator().manual_seed(3))
+    for kwargs in (dict(lm=lm, lm_weight=0.6, insertion_bonus=0.5), dict(lexicon=lexicon, lm=lm),
+                   dict(lm=lm, hotwords={"cab": 3.0}, beam_threshold=8.0)):
+        cpu = ctcx.beam_search(lp, lengths, beam_width=8, top_k=3, **kwargs)
+        gpu = ctcx.beam_search(lp.cuda(), lengths.cuda(), beam_width=8, top_k=3, **kwargs)
+        for name, a, b in zip(cpu._fields, cpu, gpu):
+            if a.dtype.is_floating_point:
+                torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-5, msg=name)
+            else:
+                assert torch.equal(b.cpu(), a), name

@@ -65,7 +65,7 @@ ARCH = "9.0"  # the H200 (Hopper); one architecture keeps the build short
 
 TEST_FILES = ["tests/test_ctc_loss_cuda.py", "tests/test_ctc_loss.py", "tests/test_ctc_loss_logits.py",
               "tests/test_ctc_loss_errors.py", "tests/test_decode.py", "tests/test_beam_search.py",
-              "tests/test_forced_align.py", "tests/test_cuda_build.py"]
+              "tests/test_forced_align.py", "tests/test_lm_beam_search.py", "tests/test_cuda_build.py"]
 TEST_ARGS = ["-q", "-p", "no:cacheprovider", "-rfEs", "-k", "cuda"]
 PER_TEST_TIMEOUT = 120
 SANITIZER_TOOLS = ["memcheck", "racecheck", "synccheck", "initcheck"]

@@ -264,8 +264,11 @@ class Search {
     }
 
     // The best K.
-    const int32_t keep = std::min<int32_t>(K, static_cast<int32_t>(cands_.size()));
+    int32_t keep = std::min<int32_t>(K, static_cast<int32_t>(cands_.size()));
     std::partial_sort(cands_.begin(), cands_.begin() + keep, cands_.end(), cand_better<acc_t>);
+    // beam_threshold: the best K of the candidates within it of the frame's
+    // best (whatever order they were found in; the CUDA kernel's rule too).
+    while (keep > 0 && cands_[keep - 1].score < cands_[0].score - threshold_) --keep;
     next_.resize(keep);
     if (cache_) next_rows_.resize(static_cast<size_t>(keep) * C_);
     for (int32_t i = 0; i < keep; ++i) {

@@ -1,5 +1,5 @@
 // Runs ctcx's CUDA launchers (ctc_loss_cuda, greedy_decode_cuda,
-// beam_search_cuda, forced_align_cuda), compiled from the real csrc/cuda sources against the
+// beam_search_cuda, lm_beam_search_cuda, forced_align_cuda), compiled from the real csrc/cuda sources against the
 // CUDA-on-CPU emulation, on cases written by tests/test_cuda_emulation.py.
 //
 //   driver CASE_DIR...
@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "ctc_decode_cuda.h"
+#include "ctc_lm_beam_search_cuda.h"
 #include "ctc_loss_cuda.h"
 #include "forced_align_cuda.h"
 
@@ -226,6 +227,101 @@ void run_beam(const std::string& dir, const Case& c) {
               layout.scratch_in_shared ? 1 : 0, layout.top_shared_bytes, layout.search_threads);
 }
 
+// A token trie from PREFIX_first/_token/_node.bin; the buffers stay alive in `keep`.
+ctcx::lm::Trie load_trie(const std::string& dir, const std::string& prefix,
+                         std::vector<std::unique_ptr<Buffer>>& keep) {
+  keep.push_back(load(dir, prefix + "_first"));
+  keep.push_back(load(dir, prefix + "_token"));
+  keep.push_back(load(dir, prefix + "_node"));
+  const size_t k = keep.size();
+  return {keep[k - 3]->as<int32_t>(), keep[k - 2]->as<int32_t>(), keep[k - 1]->as<int32_t>(),
+          static_cast<int32_t>(keep[k - 3]->bytes / 4 - 1), static_cast<int32_t>(keep[k - 2]->bytes / 4)};
+}
+
+template <typename scalar_t>
+void run_lm_beam(const std::string& dir, const Case& c) {
+  using acc_t = typename ctcx::cuda::AccType<scalar_t>::type;
+  const auto input = load(dir, "input");
+  const auto il = load(dir, "input_lengths");
+  ctcx::cuda::LmBeamSearchParams<scalar_t> p{};
+  p.log_probs = input->as<scalar_t>();
+  read_decode_shape(p, c, *il);
+  p.cfg = ctcx::decode::make_config(num(c, "beam_width"), p.T, p.C, num(c, "blank"),
+                                    num(c, "min_length"), num(c, "max_length"));
+  p.top_k = static_cast<int32_t>(num(c, "top_k"));
+  std::vector<std::unique_ptr<Buffer>> keep;
+  if (num(c, "allowed")) {
+    keep.push_back(load(dir, "allowed"));
+    p.allowed = keep.back()->as<bool>();
+  }
+  const double skip = real(c, "blank_skip_threshold");
+  p.log_skip_threshold = static_cast<acc_t>(std::isinf(skip) ? skip : std::log(skip));
+  p.beam_threshold = static_cast<acc_t>(real(c, "beam_threshold"));
+  ctcx::lm::Fusion& f = p.fusion;
+  f.delimiter = static_cast<int32_t>(num(c, "delimiter"));
+  f.alpha = real(c, "lm_weight");
+  f.beta = real(c, "insertion_bonus");
+  f.max_gain = real(c, "max_gain");
+  if (num(c, "has_lm")) {
+    f.has_lm = true;
+    f.word_lm = num(c, "word_lm") != 0;
+    keep.push_back(load(dir, "lm_keys"));
+    keep.push_back(load(dir, "lm_values"));
+    f.table = {keep[keep.size() - 2]->as<int64_t>(), keep.back()->as<float>(),
+               static_cast<int64_t>(keep[keep.size() - 2]->bytes / 8), static_cast<uint64_t>(num(c, "mask")),
+               static_cast<int32_t>(num(c, "order")), static_cast<int32_t>(num(c, "unk"))};
+    f.bos = static_cast<int32_t>(num(c, "bos"));
+    f.eos = static_cast<int32_t>(num(c, "eos"));
+    f.unk = static_cast<int32_t>(num(c, "unk"));
+    if (f.word_lm) {
+      f.vocab = load_trie(dir, "vocab", keep);
+      keep.push_back(load(dir, "vocab_word"));
+      f.vocab_word = keep.back()->as<int32_t>();
+    } else {
+      keep.push_back(load(dir, "lm_units"));
+      f.token_units = keep.back()->as<int32_t>();
+    }
+  }
+  if (num(c, "has_lexicon")) {
+    f.has_lexicon = true;
+    f.lexicon = load_trie(dir, "lex", keep);
+    keep.push_back(load(dir, "lex_end"));
+    f.lexicon_end = keep.back()->as<int32_t>();
+  }
+  if (num(c, "has_hotwords")) {
+    f.has_hotwords = true;
+    f.hot = load_trie(dir, "hot", keep);
+    keep.push_back(load(dir, "hot_partial"));
+    f.hot_partial = keep.back()->as<float>();
+    keep.push_back(load(dir, "hot_full"));
+    f.hot_full = keep.back()->as<float>();
+  }
+  const size_t K = static_cast<size_t>(p.top_k);
+  Buffer tokens(static_cast<size_t>(p.N) * K * p.T * sizeof(int64_t), 41);
+  Buffer timesteps(static_cast<size_t>(p.N) * K * p.T * sizeof(int64_t), 42);
+  Buffer lengths(static_cast<size_t>(p.N) * K * sizeof(int64_t), 43);
+  Buffer scores(static_cast<size_t>(p.N) * K * sizeof(acc_t), 44);
+  Buffer ctc_scores(static_cast<size_t>(p.N) * K * sizeof(acc_t), 45);
+  Buffer lm_scores(static_cast<size_t>(p.N) * K * sizeof(acc_t), 46);
+  p.tokens = tokens.as<int64_t>();
+  p.timesteps = timesteps.as<int64_t>();
+  p.lengths = lengths.as<int64_t>();
+  p.scores = scores.as<acc_t>();
+  p.ctc_scores = ctc_scores.as<acc_t>();
+  p.lm_scores = lm_scores.as<acc_t>();
+  const ctcx::cuda::LmBeamSearchLayout layout = ctcx::cuda::lm_beam_search_layout(p);
+  Buffer workspace(layout.total, 47);
+  p.workspace = workspace.p;
+  check(ctcx::cuda::lm_beam_search_cuda(p, nullptr), "lm_beam_search_cuda");
+  save(dir, "tokens", tokens.p, tokens.bytes);
+  save(dir, "timesteps", timesteps.p, timesteps.bytes);
+  save(dir, "lengths", lengths.p, lengths.bytes);
+  save(dir, "scores", scores.p, scores.bytes);
+  save(dir, "ctc_scores", ctc_scores.p, ctc_scores.bytes);
+  save(dir, "lm_scores", lm_scores.p, lm_scores.bytes);
+  std::printf("threads=%d candidates=%d ", layout.threads, layout.candidates);
+}
+
 template <typename scalar_t>
 void run_align(const std::string& dir, const Case& c) {
   using acc_t = typename ctcx::cuda::AccType<scalar_t>::type;
@@ -288,6 +384,10 @@ struct Beam {
   static void go(const std::string& dir, const Case& c) { run_beam<scalar_t>(dir, c); }
 };
 template <typename scalar_t>
+struct LmBeam {
+  static void go(const std::string& dir, const Case& c) { run_lm_beam<scalar_t>(dir, c); }
+};
+template <typename scalar_t>
 struct Align {
   static void go(const std::string& dir, const Case& c) { run_align<scalar_t>(dir, c); }
 };
@@ -316,6 +416,8 @@ int main(int argc, char** argv) {
       by_dtype<Greedy>(dtype, dir, c);
     } else if (op == "beam") {
       by_dtype<Beam>(dtype, dir, c);
+    } else if (op == "lmbeam") {
+      by_dtype<LmBeam>(dtype, dir, c);
     } else if (op == "align") {
       by_dtype<Align>(dtype, dir, c);
     } else {

@@ -81,25 +81,34 @@ CTCX_HOST_DEVICE acc_t ngram_query(const NgramTable& t, const int32_t* context, 
 
 // A token trie in CSR form (ctcx.NgramLM's words, ctcx.Lexicon, hotwords):
 // node n's children sit at [first[n], first[n + 1]) of token/node, sorted by token.
+// Lookups stay in bounds whatever the arrays hold (CUDA tries are not
+// checked value by value on the host): offsets are clamped into [0, edges]
+// and a child outside [0, nodes) reads as absent.
 struct Trie {
   const int32_t* first;
   const int32_t* token;
   const int32_t* node;
+  int32_t nodes;  // entries of every per-node array; first has nodes + 1
+  int32_t edges;  // entries of token and node
 };
+
+CTCX_HOST_DEVICE int32_t clamp_edge(int32_t e, int32_t edges) { return e < 0 ? 0 : (e > edges ? edges : e); }
 
 // The child of node n by token c, or -1 (also for n < 0).
 CTCX_HOST_DEVICE int32_t trie_child(const Trie& t, int32_t n, int32_t c) {
-  if (n < 0) return -1;
-  int32_t lo = t.first[n], hi = t.first[n + 1];
+  if (n < 0 || n >= t.nodes) return -1;
+  const int32_t begin = clamp_edge(t.first[n], t.edges), end = clamp_edge(t.first[n + 1], t.edges);
+  int32_t lo = begin, hi = end;
   while (lo < hi) {
-    const int32_t mid = (lo + hi) / 2;
+    const int32_t mid = lo + (hi - lo) / 2;
     if (t.token[mid] < c) {
       lo = mid + 1;
     } else {
       hi = mid;
     }
   }
-  return lo < t.first[n + 1] && t.token[lo] == c ? t.node[lo] : -1;
+  const int32_t child = lo < end && t.token[lo] == c ? t.node[lo] : -1;
+  return child >= 0 && child < t.nodes ? child : -1;
 }
 
 }  // namespace lm

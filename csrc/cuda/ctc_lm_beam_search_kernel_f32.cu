@@ -1,0 +1,8 @@
+// The fused beam search kernel for float32 inputs (one file per dtype family builds in parallel).
+#include "ctc_lm_beam_search_kernel.cuh"
+
+namespace ctcx {
+namespace cuda {
+CTCX_INSTANTIATE_LM_BEAM_SEARCH_CUDA(float)
+}  // namespace cuda
+}  // namespace ctcx
