@@ -15,7 +15,11 @@ import torch
 __all__ = ["Lexicon", "Hotwords"]
 
 
-def _token_table(fn: str, tokens: Sequence[str], blank: int, word_delimiter: Optional[int]) -> Dict[str, int]:
+def _token_table(fn: str, tokens: Sequence[str], blank: int, word_delimiter: Optional[int],
+                 keep_delimiter: bool = False) -> Dict[str, int]:
+    """Validate tokens, blank and word_delimiter (ValueError naming ``fn``); return
+    {token string: class id} of the classes words are spelled with: all but the
+    blank, and but the delimiter unless ``keep_delimiter`` (a char LM's unit)."""
     tokens = tuple(tokens)
     if not tokens or not all(isinstance(t, str) for t in tokens):
         raise ValueError(f"{fn}: tokens must be a non-empty sequence of strings, one per class")
@@ -28,7 +32,7 @@ def _token_table(fn: str, tokens: Sequence[str], blank: int, word_delimiter: Opt
                          f"than the blank {blank}")
     pieces: Dict[str, int] = {}
     for c, t in enumerate(tokens):
-        if c == blank or c == word_delimiter:
+        if c == blank or (c == word_delimiter and not keep_delimiter):
             continue
         if not t:
             raise ValueError(f"{fn}: tokens[{c}] is empty")

@@ -29,10 +29,12 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from .lexicon import _Trie, _token_table, spell
 
 __all__ = ["NgramLM", "LMState", "MAX_ORDER", "ARPAError"]
 
@@ -47,6 +49,7 @@ _MASK = (1 << 64) - 1
 _SEED = 0x6A09E667F3BCC908
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _UNK_LOG10 = -100.0
+_FROM_ARPA = "ctcx.NgramLM.from_arpa"
 
 
 class ARPAError(ValueError):
@@ -173,21 +176,6 @@ def _read_arpa(path: str) -> Tuple[List[List[Tuple[Tuple[str, ...], float, float
     return grams, path
 
 
-def _spell(word: str, pieces: Dict[str, int], longest: int) -> Optional[List[int]]:
-    """``word`` as class ids, greedily taking the longest token string that fits; None if impossible."""
-    out, i = [], 0
-    while i < len(word):
-        for size in range(min(longest, len(word) - i), 0, -1):
-            c = pieces.get(word[i:i + size])
-            if c is not None:
-                out.append(c)
-                i += size
-                break
-        else:
-            return None
-    return out
-
-
 class NgramLM:
     """A back-off n-gram language model over characters or words, for :func:`ctcx.beam_search`.
 
@@ -266,25 +254,9 @@ class NgramLM:
         """
         if unit not in ("char", "word"):
             raise ValueError(f"ctcx.NgramLM.from_arpa: unit must be 'char' or 'word', got {unit!r}")
+        pieces = _token_table(_FROM_ARPA, tokens, blank, word_delimiter, keep_delimiter=unit == "char")
         tokens = tuple(tokens)
-        if not tokens or not all(isinstance(t, str) for t in tokens):
-            raise ValueError("ctcx.NgramLM.from_arpa: tokens must be a non-empty sequence of strings, one per class")
         C = len(tokens)
-        if isinstance(blank, bool) or not isinstance(blank, int) or not 0 <= blank < C:
-            raise ValueError(f"ctcx.NgramLM.from_arpa: blank = {blank!r} must be a class id in [0, {C})")
-        if word_delimiter is not None and (isinstance(word_delimiter, bool) or not isinstance(word_delimiter, int)
-                                           or not 0 <= word_delimiter < C or word_delimiter == blank):
-            raise ValueError(f"ctcx.NgramLM.from_arpa: word_delimiter = {word_delimiter!r} must be a class id in "
-                             f"[0, {C}) other than the blank {blank}")
-        pieces: Dict[str, int] = {}
-        for c, t in enumerate(tokens):
-            if c == blank:
-                continue
-            if not t:
-                raise ValueError(f"ctcx.NgramLM.from_arpa: tokens[{c}] is empty")
-            if t in pieces:
-                raise ValueError(f"ctcx.NgramLM.from_arpa: tokens[{c}] = {t!r} repeats tokens[{pieces[t]}]")
-            pieces[t] = c
         grams, path = _read_arpa(os.fspath(path))
         lm = cls()
         lm.order, lm.unit, lm.tokens, lm.blank, lm.word_delimiter = len(grams), unit, tokens, blank, word_delimiter
@@ -305,18 +277,19 @@ class NgramLM:
             vocab = [words[0] for words, _, _, _ in grams[0] if words[0] not in specials]
             base = len(vocab)
             delim = tokens[word_delimiter] if word_delimiter is not None else None
-            longest = max(len(t) for t in pieces)
             spelled: List[List[int]] = []
             for (words, _, _, line) in (g for g in grams[0] if g[0][0] not in specials):
                 w = words[0]
-                spelling = _spell(w, pieces, longest) if delim is None or delim not in w else None
-                if not spelling or word_delimiter in spelling:
+                try:  # the delimiter is not among the pieces of a word LM
+                    if delim is not None and delim in w:
+                        raise ValueError(w)
+                    spelled.append(spell(_FROM_ARPA, w, pieces))
+                except ValueError:
                     raise ARPAError(f"{path}, line {line}: word {w!r} cannot be spelled with the tokens "
-                                    f"(or holds the word delimiter {delim!r})")
+                                    f"(or holds the word delimiter {delim!r})") from None
                 ids.setdefault(w, len(ids))
-                spelled.append(spelling)
             lm.words = vocab
-            lm._build_trie(spelled, C)
+            lm._build_trie(spelled)
         lm.bos, lm.eos, lm.unk = base, base + 1, base + 2
         ids.update({"<s>": lm.bos, "</s>": lm.eos, "<unk>": lm.unk})
         lm._unit_ids = ids
@@ -340,30 +313,12 @@ class NgramLM:
         lm._build_table(entries)
         return lm
 
-    def _build_trie(self, spelled: List[List[int]], C: int) -> None:
-        children: List[Dict[int, int]] = [{}]
-        word_of = [-1]
-        for word_id, spelling in enumerate(spelled):
-            node = 0
-            for c in spelling:
-                nxt = children[node].get(c)
-                if nxt is None:
-                    nxt = len(children)
-                    children[node][c] = nxt
-                    children.append({})
-                    word_of.append(-1)
-                node = nxt
-            if word_of[node] < 0:  # two ARPA words with one spelling: the first keeps it
-                word_of[node] = word_id
-        starts, toks, nodes = [0], [], []
-        for kids in children:
-            for c in sorted(kids):
-                toks.append(c)
-                nodes.append(kids[c])
-            starts.append(len(toks))
-        self.trie_children = torch.tensor(starts, dtype=torch.int32)
-        self.trie_tokens = torch.tensor(toks, dtype=torch.int32)
-        self.trie_nodes = torch.tensor(nodes, dtype=torch.int32)
+    def _build_trie(self, spelled: List[List[int]]) -> None:
+        trie = _Trie(spelled)  # two ARPA words with one spelling: the first keeps it
+        self.trie_children, self.trie_tokens, self.trie_nodes = trie.csr()
+        word_of = [-1] * len(trie.children)
+        for node, word_id in trie.ends.items():
+            word_of[node] = word_id
         self.trie_words = torch.tensor(word_of, dtype=torch.int32)
 
     def _build_table(self, entries: Dict[Tuple[int, ...], Tuple[float, float, int]]) -> None:
@@ -441,7 +396,7 @@ class NgramLM:
         """ln P(unit | state) and the state after it. ``unit``: a string or a unit id."""
         u = self.unit_id(unit) if isinstance(unit, str) else int(unit)
         ctx = state.context
-        best, best_j = None, 0
+        best_j = 0
         full, hist = _extend1(_SEED, u), _SEED
         bows = []
         hit = self._lookup(full)
@@ -469,16 +424,7 @@ class NgramLM:
                 return [text] if text else []
             return [w for w in text.split(self.tokens[self.word_delimiter]) if w]
         pieces = {t: c for c, t in enumerate(self.tokens) if c != self.blank}
-        out, i, longest = [], 0, max(len(t) for t in pieces)
-        while i < len(text):
-            for size in range(min(longest, len(text) - i), 0, -1):
-                if text[i:i + size] in pieces:
-                    out.append(text[i:i + size])
-                    i += size
-                    break
-            else:
-                raise ValueError(f"ctcx.NgramLM.split: {text[i:]!r} does not start with a token")
-        return out
+        return [self.tokens[c] for c in spell("ctcx.NgramLM.split", text, pieces)] if text else []
 
     def score(self, sequence: Union[str, Sequence[str]], bos: bool = True, eos: bool = True) -> float:
         """ln P(sequence), natural log (ARPA's log10 x ln 10), as KenLM's ``score`` computes it.

@@ -132,7 +132,7 @@ def test_bad_arguments_are_refused(tmp_path):
         (dict(tokens=["-", "a", "a"]), r"tokens\[2\] = 'a' repeats tokens\[1\]"),
         (dict(tokens=["-", "a", ""]), r"tokens\[2\] is empty"),
         (dict(tokens=["-", "a", "b"], blank=3), "blank = 3 must be a class id"),
-        (dict(tokens=["-", "a", "b"], word_delimiter=0), "word_delimiter = 0 must be a class id"),
+        (dict(tokens=["-", "a", "b"], word_delimiter=0), "word_delimiter = 0 must be None or a class id"),
         (dict(tokens=[]), "tokens must be a non-empty sequence"),
     ]
     for kwargs, message in cases:
