@@ -18,11 +18,12 @@ from .images import output_width
 from .labels import resolve_charset
 from .model import HEADS, PRESETS
 
-__all__ = ["AMP_MODES", "SCHEDULES", "DECODERS", "TrainConfig"]
+__all__ = ["AMP_MODES", "SCHEDULES", "DECODERS", "STYLES", "TrainConfig"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 SCHEDULES = ("onecycle", "cosine")
 DECODERS = ("greedy", "beam", "constrained")
+STYLES = ("captcha", "general")
 _DEVICES = ("auto", "cpu", "cuda")
 _BEFORE_FIELD = {"width_scale": 1.0, "head": "gru", "pool_first": False, "oversample": ""}
 """Values that configs written before a field existed meant (older checkpoints lack the key)."""
@@ -48,6 +49,10 @@ class TrainConfig:
     than the others: ``"0O:3"``, the default, draws 0 and O three times as
     often, since telling them apart is most of what a model of the default
     captchas gets wrong (:func:`~ctcx.captcha.drawn.char_weights`).
+    ``style="general"`` draws every image in a new style instead
+    (:mod:`ctcx.captcha.synth`: ctcx's own renderer and the captcha library
+    with every font found, at many sizes), for a reader of styles it never
+    saw; its images differ in size, so a pool needs a fixed ``input_width``.
 
     Folders: images that cannot be read are left out and reported
     (``bad_images="skip"``) or stop the run (``"error"``;
@@ -85,6 +90,7 @@ class TrainConfig:
     min_length: int = 4
     max_length: int = 4
     oversample: str = "0O:3"  # CHARS:FACTOR groups drawn more often in training (drawn data), "" = uniform
+    style: str = "captcha"  # drawn data: "captcha" (the captcha library) or "general" (many styles, ctcx.captcha.synth)
     image_width: int = 160
     image_height: int = 60
     fonts: Tuple[str, ...] = ()
@@ -172,7 +178,7 @@ class TrainConfig:
                 and 0.25 <= self.width_scale <= 4):
             raise ValueError(f"width_scale must be a horizontal stretch in [0.25, 4] (1 keeps the aspect "
                              f"ratio), got {self.width_scale!r}")
-        if not self.data_dir:
+        if not self.data_dir and self.style == "captcha":
             frames = output_width((self.image_width, self.image_height), self.input_height,
                                   self.input_width, self.width_scale) // 4
             if frames < 2 * self.max_length - 1:
@@ -180,6 +186,15 @@ class TrainConfig:
                                  f"frames at input height {self.input_height}, too few for labels of "
                                  f"{self.max_length} characters (up to {2 * self.max_length - 1} frames "
                                  f"with repeats): draw wider images or raise input_height")
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if self.style == "general" and not self.data_dir and self.pool_size and not self.input_width:
+            raise ValueError("style 'general' draws images of many sizes, and a pool needs one shape: "
+                             "set input_width (e.g. 160) or pool_size 0")
+        if self.style == "general" and self.input_width and self.input_width // 4 < 2 * self.max_length - 1:
+            raise ValueError(f"input_width {self.input_width} gives {self.input_width // 4} CTC frames, too few "
+                             f"for labels of {self.max_length} characters (up to {2 * self.max_length - 1} "
+                             f"frames with repeats)")
         if not isinstance(self.oversample, str):
             raise ValueError(f"oversample must be a string like '0O:3', got {self.oversample!r}")
         parse_oversample(self.oversample)

@@ -50,7 +50,10 @@ class DrawSpec:
     ``font_sizes`` go to ``captcha.image.ImageCaptcha`` (empty = its defaults).
     ``weights``: how often each character of ``charset`` is drawn, relative
     to the others (empty = all equally often, the stream drawn before the field
-    existed, bit for bit); see :func:`char_weights`.
+    existed, bit for bit); see :func:`char_weights`. ``style``: ``"captcha"``
+    (the library at ``size``) or ``"general"`` (:func:`ctcx.captcha.synth.draw_general`:
+    many styles and sizes; ``size`` and ``font_sizes`` are then unused, ``fonts``
+    empty = :func:`~ctcx.captcha.synth.font_files`).
     """
 
     charset: str
@@ -60,6 +63,7 @@ class DrawSpec:
     fonts: Tuple[str, ...] = field(default_factory=tuple)
     font_sizes: Tuple[int, ...] = field(default_factory=tuple)
     weights: Tuple[float, ...] = field(default_factory=tuple)
+    style: str = "captcha"
 
 
 def parse_oversample(text: str) -> Dict[str, float]:
@@ -133,6 +137,11 @@ def draw_captcha(spec: DrawSpec, seed: int, stream: str, index: int):
         label = "".join(rng.choices(spec.charset, spec.weights, k=length))
     else:
         label = "".join(rng.choice(spec.charset) for _ in range(length))
+    if spec.style == "general":
+        from .synth import draw_general, font_files
+
+        fonts = spec.fonts or font_files("".join(sorted(set(spec.charset))))
+        return draw_general(label, rng, fonts), label
     drawer = _drawer(spec)
     _SHIM.rng = rng
     return drawer.generate_image(label), label
