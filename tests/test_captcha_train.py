@@ -1,6 +1,7 @@
 """Captcha trainer run side: training, exact resume, DDP, evaluation, prediction, ONNX export, CLI."""
 import copy
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 import torch
 
+from ctcx._reference import ctc_nll_brute_force
 from ctcx.captcha import TrainConfig, evaluate, load_checkpoint, predict, read_checkpoint, train
 from ctcx.captcha.cli import build_parser, config_from_args, main
 from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, draw_captcha
@@ -248,7 +250,9 @@ def test_greedy_reading_and_character_probabilities():
     (reading,) = _greedy(frames, charset)
     assert reading.text == "aab"
     assert reading.char_probs == pytest.approx([0.8, 0.7, 0.6])
-    assert reading.confidence == pytest.approx(0.8 * 0.6 * 0.9 * 0.7 * 0.6)
+    # the label's probability, summed over its alignments, not the best path's 0.8 * 0.6 * 0.9 * 0.7 * 0.6
+    assert reading.confidence == pytest.approx(math.exp(-ctc_nll_brute_force(frames[:, 0], [1, 1, 2])))
+    assert reading.confidence > 0.8 * 0.6 * 0.9 * 0.7 * 0.6 * 1.05
     # where the characters sit: the best alignment of "aab" is a a - a b, 4 columns a frame
     _locate(frames, [reading], charset)
     assert reading.char_columns == [(0, 8), (12, 16), (16, 20)]

@@ -8,7 +8,8 @@
 - :mod:`.stream`: resumable training batches (DataLoader workers, optional pool).
 - :mod:`.model`: the CRNN and its size presets.
 - :mod:`.metrics`: exact match and character error rate.
-- :mod:`.evaluate`: prediction with per-character probabilities; scores.
+- :mod:`.evaluate`: prediction with confidences and per-character probabilities; scores.
+- :mod:`.calibration`: the probability of a reading, temperature scaling, calibration error.
 - :mod:`.checkpoint`: self-describing, resumable, atomically written checkpoints.
 - :mod:`.curves`: the CSV log and the PNG plot of a run.
 - :mod:`.train`: the training loop (AMP, DDP under torchrun, resume).

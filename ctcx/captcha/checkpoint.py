@@ -19,10 +19,16 @@ A checkpoint is a dict of builtins and tensors only, read back with
 - ``metrics`` (last evaluation) and ``history`` (the logged curves);
 - ``init``: where the run's first weights came from with ``--init-from``
   (path, sha256 of the file, its step and charset, the characters carried
-  over and the new ones), None for a fresh start.
+  over and the new ones), None for a fresh start;
+- ``calibration`` (only in a finished run with a validation set, or after
+  the ``calibrate`` command): ``temperature`` (the T that confidences use, see
+  :mod:`~ctcx.captcha.calibration`), ``fitted_on`` (images), ``ece_before`` and
+  ``ece_after`` (at T = 1 and at T, on those images). A checkpoint without
+  it is not calibrated: its confidences use T = 1.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
@@ -32,7 +38,8 @@ import torch
 from .config import TrainConfig
 from .model import CRNN, build_model
 
-__all__ = ["CHECKPOINT_FORMAT", "atomic_write", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "atomic_write", "save_checkpoint", "read_checkpoint", "update_checkpoint",
+           "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "ctcx.captcha.crnn/2"
 
@@ -120,7 +127,23 @@ def read_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
         raise ValueError(f"{path} lacks the entries {missing}")
     if checkpoint["charset"] != checkpoint["config"].get("charset"):
         raise ValueError(f"{path}: charset {checkpoint['charset']!r} disagrees with its config")
+    calibration = checkpoint.get("calibration")
+    if calibration is not None:
+        temperature = calibration.get("temperature") if isinstance(calibration, dict) else None
+        if not isinstance(temperature, float) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"{path}: its calibration {calibration!r} has no temperature > 0")
     return checkpoint
+
+
+def update_checkpoint(path: os.PathLike | str, entries: Dict[str, Any]) -> Path:
+    """Add or replace ``entries`` in the checkpoint at ``path``, rewriting it atomically.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_checkpoint`.
+    """
+    checkpoint = read_checkpoint(path)
+    checkpoint.update(entries)
+    return save_checkpoint(path, checkpoint)
 
 
 def load_checkpoint(path: os.PathLike | str, device: str | torch.device = "cpu"

@@ -5,6 +5,7 @@
     train_captcha.py predict PATH... -c CKPT    read image files or folders
     train_captcha.py export -c CKPT -o M.onnx   ONNX export, checked against onnxruntime
     train_captcha.py generate DIR --count N     draw a labelled folder of captchas
+    train_captcha.py calibrate DIR... -c CKPT   fit the confidences' temperature on labelled folders
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .labels import CHARSETS, parse_length_range
 
 __all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
 
-COMMANDS = ("train", "eval", "predict", "export", "generate")
+COMMANDS = ("train", "eval", "predict", "export", "generate", "calibrate")
 _DEFAULTS = TrainConfig()
 _DEFAULT_CHECKPOINT = str(Path(_DEFAULTS.out_dir) / "checkpoint.pt")
 
@@ -60,6 +61,20 @@ def _bad_images_option(group, default: str = "skip") -> None:
     _option(group, "--bad-images", default=default, choices=("skip", "error"),
             help="images that cannot be read (empty, cut short, not an image, too many pixels): skip them "
                  "and list them at the start (skip), or stop with their name (error)")
+
+
+def _temperature(text: str) -> float:
+    from .calibration import check_temperature
+
+    try:
+        return check_temperature(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 such as 1.5, got {text!r}")
+
+
+def _temperature_option(group) -> None:
+    _option(group, "--temperature", type=_temperature, default=None, metavar="T",
+            help="compute confidences with this temperature instead of the checkpoint's (see calibrate)")
 
 
 def _decode_options(group) -> None:
@@ -186,13 +201,17 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
         _train_parser(p)
     elif command == "eval":
         p = argparse.ArgumentParser(prog=prog, description="Score a checkpoint on labelled folders: exact "
-                                    "match, exact match ignoring case, character error rate.")
+                                    "match, exact match ignoring case, character error rate; and its "
+                                    "confidences: expected calibration error, exact match of the 80% and "
+                                    "90% most confident readings.")
         p.add_argument("dirs", nargs="+", metavar="DIR", help="folders as for --data-dir")
         _option(p, "-c", "--checkpoint", **checkpoint)
         _bad_images_option(p)
         _decode_options(p)
+        _temperature_option(p)
     elif command == "predict":
-        p = argparse.ArgumentParser(prog=prog, description="Read images; prints path, label, confidence and "
+        p = argparse.ArgumentParser(prog=prog, description="Read images; prints path, label, confidence (the "
+                                    "probability of the label, with the checkpoint's fitted temperature) and "
                                     "per-character probabilities, tab-separated.")
         p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
         _option(p, "-c", "--checkpoint", **checkpoint)
@@ -207,6 +226,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
                 help="also write each image with a box over every character's columns to DIR "
                      "(NAME.spans.png; never over an input image)")
         _decode_options(p)
+        _temperature_option(p)
     elif command == "export":
         p = argparse.ArgumentParser(prog=prog, description="Export a checkpoint to ONNX (dynamic batch and "
                                     "width, charset and preprocessing in the metadata) and check it "
@@ -216,6 +236,15 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
         _option(p, "--check-dir", default="", metavar="DIR",
                 help="check on these images (default: 64 captchas drawn as in training)")
         _option(p, "--opset", type=int, default=17, help="ONNX opset")
+    elif command == "calibrate":
+        p = argparse.ArgumentParser(prog=prog, description="Fit the temperature T of a checkpoint's "
+                                    "confidences on labelled folders (the T minimising the labels' mean CTC "
+                                    "negative log-likelihood) and write it into the checkpoint, atomically; "
+                                    "prints the expected calibration error of the greedy readings before "
+                                    "and after. Training does this on its validation set at the end.")
+        p.add_argument("dirs", nargs="+", metavar="DIR", help="folders as for --data-dir, fitted on together")
+        _option(p, "-c", "--checkpoint", **checkpoint)
+        _bad_images_option(p)
     else:
         p = argparse.ArgumentParser(prog=prog, description="Draw captchas into a new folder as LABEL_INDEX.png "
                                     "(or INDEX.png plus labels.tsv), e.g. to try folder training.")
@@ -283,29 +312,48 @@ def _folder_images(items, config: TrainConfig) -> list:
     return [dataset[i][0] for i in range(len(dataset))]
 
 
+def _labelled_images(directory: str, config: TrainConfig, bad_images: str, note_suffix: str) -> tuple:
+    """The preprocessed images and labels of a labelled folder (unreadable images left out, with a warning)."""
+    from .folder import read_folder, readable_items
+
+    items, note = readable_items(read_folder(directory), directory, bad_images)
+    if note:
+        print(f"warning: {note}{note_suffix}", file=sys.stderr)
+    if not items:
+        raise ValueError(f"no readable images in {directory}")
+    return items, _folder_images(items, config), [label for _, label in items]
+
+
+def _temperature_used(args: argparse.Namespace, checkpoint: dict) -> tuple:
+    """(T, a phrase saying where it comes from): --temperature, else the checkpoint's."""
+    from .calibration import describe_calibration, stored_temperature
+
+    if args.temperature is not None:
+        return args.temperature, f"T = {args.temperature:.3g}, from --temperature"
+    return stored_temperature(checkpoint), describe_calibration(checkpoint)
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate
-    from .folder import read_folder, readable_items
     from .train import resolve_device
 
-    model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    model, config, checkpoint = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    temperature, source = _temperature_used(args, checkpoint)
+    print(f"confidences: {source}")
     for directory in args.dirs:
-        items, note = readable_items(read_folder(directory), directory, args.bad_images)
-        if note:
-            print(f"warning: {note}; they are not scored", file=sys.stderr)
-        if not items:
-            raise ValueError(f"no readable images in {directory}")
+        items, images, labels = _labelled_images(directory, config, args.bad_images, "; they are not scored")
         outside = [(p, label) for p, label in items if set(label) - set(config.charset)]
         if outside:
             print(f"warning: {len(outside)} of {len(items)} labels in {directory} have characters outside the "
                   f"checkpoint's charset {config.charset!r} (first: {outside[0][1]!r} in {outside[0][0].name}); "
                   f"they count as errors", file=sys.stderr)
-        images = _folder_images(items, config)
-        labels = [label for _, label in items]
         results = {d: evaluate(model, images, labels, config.charset, d, args.beam_width, config.min_length,
-                               config.max_length) for d in _decoders(args)}
+                               config.max_length, temperature) for d in _decoders(args)}
         _print_scores(directory, config, results, args.beam_width)
+        for decoder, r in results.items():
+            print(f"  {_describe(decoder, args.beam_width, config)} confidence: ECE {r.ece:.2%}; exact match "
+                  f"{r.accuracy_at_80:.2%} of the 80% most confident, {r.accuracy_at_90:.2%} of the 90%")
 
 
 def _image_paths(paths: List[str]) -> List[Path]:
@@ -334,7 +382,11 @@ def _predict(args: argparse.Namespace) -> None:
     from .spans import char_cells, draw_spans
     from .train import resolve_device
 
-    model, config, _ = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    model, config, checkpoint = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    temperature, _ = _temperature_used(args, checkpoint)
+    if args.temperature is None and not checkpoint.get("calibration"):
+        print(f"note: {args.checkpoint} is not calibrated (T = 1): its confidences may be too high; fit T "
+              f"with: calibrate DIR -c {args.checkpoint}", file=sys.stderr)
     items, note = readable_items([(p, "") for p in _image_paths(args.paths)], "the input", args.bad_images)
     if note:
         print(f"warning: {note}", file=sys.stderr)
@@ -354,7 +406,7 @@ def _predict(args: argparse.Namespace) -> None:
     images = [preprocess(image, **config.preprocessing) for image in originals]
     locate = args.spans or draw_dir is not None
     readings = predict(model, images, config.charset, args.decode, args.beam_width, config.min_length,
-                       config.max_length, locate=locate)
+                       config.max_length, locate=locate, temperature=temperature)
 
     def columns(reading, original, image):  # model-input columns -> the image's own pixel columns
         scale = original.size[0] / image.shape[-1]
@@ -386,10 +438,11 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from .calibration import describe_calibration
     from .checkpoint import load_checkpoint
     from .export import check_onnx, export_onnx
 
-    model, config, _ = load_checkpoint(args.checkpoint, "cpu")
+    model, config, checkpoint = load_checkpoint(args.checkpoint, "cpu")
     if args.check_dir:
         from .folder import read_folder
         images = _folder_images(read_folder(args.check_dir), config)
@@ -399,10 +452,34 @@ def _export(args: argparse.Namespace) -> None:
                         (config.image_width, config.image_height), config.fonts, config.font_sizes)
         dataset = DrawnCaptchas(spec, config.seed, "export-check", **config.preprocessing)
         images = [dataset[i][0] for i in range(64)]
-    path = export_onnx(model, config, args.output, args.opset)
+    path = export_onnx(model, config, args.output, args.opset, calibration=checkpoint.get("calibration"))
     worst, count = check_onnx(path, model, config.charset, images)
     print(f"{path}: onnxruntime matches torch on {count} images (same greedy readings, largest logit "
-          f"difference {worst:.2g})")
+          f"difference {worst:.2g}); confidences: {describe_calibration(checkpoint)}")
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from .calibration import describe_calibration
+    from .checkpoint import load_checkpoint, update_checkpoint
+    from .evaluate import fit_calibration
+    from .train import resolve_device
+
+    model, config, checkpoint = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    images, labels = [], []
+    for directory in args.dirs:
+        _, more_images, more_labels = _labelled_images(directory, config, args.bad_images, "; they are left out")
+        images += more_images
+        labels += more_labels
+    calibration = fit_calibration(model, images, labels, config.charset)
+    if calibration["fitted_on"] < len(labels):
+        print(f"warning: {len(labels) - calibration['fitted_on']} of {len(labels)} labels have characters outside "
+              f"the charset {config.charset!r} or are too long for their image; they are left out",
+              file=sys.stderr)
+    update_checkpoint(args.checkpoint, {"calibration": calibration})
+    print(f"was {describe_calibration(checkpoint)}; now T = {calibration['temperature']:.3g}, fitted on "
+          f"{calibration['fitted_on']} images")
+    print(f"ECE of the greedy readings: {calibration['ece_before']:.2%} at T = 1, {calibration['ece_after']:.2%} "
+          f"at T = {calibration['temperature']:.3g}; written to {args.checkpoint}")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -450,7 +527,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser(command)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    run = {"train": _train, "eval": _eval, "predict": _predict, "export": _export, "generate": _generate}[command]
+    run = {"train": _train, "eval": _eval, "predict": _predict, "export": _export, "generate": _generate,
+           "calibrate": _calibrate}[command]
     try:
         run(args)
     except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as err:

@@ -10,8 +10,12 @@ produces, so the only preprocessing outside it is convert + resize:
 
 The model's metadata (``metadata_props``) holds ``ctcx.charset``,
 ``ctcx.blank``, ``ctcx.preprocess`` (JSON: colour mode, height, width rule,
-resampling) and ``ctcx.config`` (the training config as JSON), so a reader
-needs nothing but the .onnx file (see :class:`OnnxReader`).
+resampling), ``ctcx.config`` (the training config as JSON) and
+``ctcx.temperature`` (the T of the confidences, see
+:mod:`~ctcx.captcha.calibration`: probabilities are ``softmax(logits / T)``;
+1 for an uncalibrated checkpoint, which also lacks ``ctcx.calibration``, the
+checkpoint's calibration entry as JSON), so a reader needs nothing but the
+.onnx file (see :class:`OnnxReader`).
 """
 from __future__ import annotations
 
@@ -20,18 +24,19 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from .calibration import check_temperature
 from .checkpoint import atomic_write
 from .config import TrainConfig
 from .images import COLOR_MODES, WIDTH_MULTIPLE, pad_batch, preprocess
 from .model import CRNN
 
-__all__ = ["export_onnx", "OnnxReader", "check_onnx", "greedy_strings"]
+__all__ = ["export_onnx", "OnnxReader", "check_onnx", "greedy_strings", "label_log_prob"]
 
 
 class _PixelsToLogits(nn.Module):
@@ -45,7 +50,7 @@ class _PixelsToLogits(nn.Module):
         return self.model(1.0 - pixels.float() / 255.0).permute(1, 0, 2)
 
 
-def _metadata(config: TrainConfig) -> Dict[str, str]:
+def _metadata(config: TrainConfig, calibration: Optional[Dict[str, Any]]) -> Dict[str, str]:
     preprocess_spec = {
         "color_mode": COLOR_MODES[config.channels],
         "height": config.input_height,
@@ -58,15 +63,27 @@ def _metadata(config: TrainConfig) -> Dict[str, str]:
         "input": "uint8 pixels (N, C, H, W), 255 = white, batches padded on the right with 255",
         "output": "logits (N, T, num_classes), T = W / 4, class 0 = CTC blank, class i = charset[i - 1]",
     }
-    return {"ctcx.charset": config.charset, "ctcx.blank": "0",
-            "ctcx.preprocess": json.dumps(preprocess_spec), "ctcx.config": json.dumps(config.to_dict())}
+    meta = {"ctcx.charset": config.charset, "ctcx.blank": "0", "ctcx.preprocess": json.dumps(preprocess_spec),
+            "ctcx.config": json.dumps(config.to_dict()), "ctcx.temperature": "1.0"}
+    if calibration is not None:
+        meta["ctcx.temperature"] = repr(check_temperature(calibration["temperature"]))
+        meta["ctcx.calibration"] = json.dumps(calibration)
+    return meta
 
 
-def export_onnx(model: CRNN, config: TrainConfig, path: os.PathLike | str, opset: int = 17) -> Path:
+def export_onnx(model: CRNN, config: TrainConfig, path: os.PathLike | str, opset: int = 17,
+                calibration: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``model`` as ONNX to ``path`` (atomically) with dynamic batch and width and metadata.
 
     Uses torch's TorchScript-based exporter (``dynamo=False``): in torch
     2.13 the torch.export-based one cannot decompose ``nn.GRU``.
+
+    Args:
+        calibration: the checkpoint's ``calibration`` entry (None: not
+            calibrated, ``ctcx.temperature`` is 1).
+
+    Raises:
+        ValueError: if the calibration's temperature is not a finite number > 0.
 
     Returns:
         the path written.
@@ -77,6 +94,8 @@ def export_onnx(model: CRNN, config: TrainConfig, path: os.PathLike | str, opset
     width = max(8, config.input_width or 2 * config.input_height)
     example = torch.full((2, config.channels, config.input_height, width), 255, dtype=torch.uint8)
 
+    meta = _metadata(config, calibration)
+
     def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and GRU batch advice
@@ -85,7 +104,7 @@ def export_onnx(model: CRNN, config: TrainConfig, path: os.PathLike | str, opset
                                             "logits": {0: "batch", 1: "frames"}},
                               opset_version=opset, dynamo=False)
         graph = onnx.load(str(tmp))
-        for key, value in _metadata(config).items():
+        for key, value in meta.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
@@ -102,14 +121,49 @@ def greedy_strings(logits: np.ndarray, charset: str, blank: int = 0) -> List[str
     return out
 
 
+def label_log_prob(log_probs: np.ndarray, tokens: Sequence[int], blank: int = 0) -> float:
+    """log P(tokens | frames) of one sample, summed over all CTC alignments, in numpy (float64).
+
+    The same quantity as ``-ctcx.ctc_loss`` (Graves et al. 2006's forward
+    recursion over the label with blanks between and around its tokens), for
+    a reader without torch.
+
+    Args:
+        log_probs: (T, C) log-probabilities of one sample.
+        tokens: the label's class indices (none equal to ``blank``; may be empty).
+
+    Returns:
+        the log-probability in nats, ``-inf`` if no alignment fits in T frames.
+    """
+    lp = np.asarray(log_probs, dtype=np.float64)
+    if not len(lp):
+        return 0.0 if not len(tokens) else -np.inf
+    extended = [blank]
+    for c in tokens:
+        extended += [int(c), blank]
+    alpha = np.full(len(extended), -np.inf)
+    alpha[:2] = lp[0, extended[:2]]
+    # a token may follow the token two places back (skipping the blank between) unless they are equal
+    skip = np.array([s >= 2 and extended[s] != blank and extended[s] != extended[s - 2]
+                     for s in range(len(extended))])
+    for t in range(1, len(lp)):
+        padded = np.concatenate([[-np.inf, -np.inf], alpha])  # stay, step one place, or jump two
+        jump = np.where(skip, padded[:-2], -np.inf)
+        alpha = np.logaddexp(np.logaddexp(padded[2:], padded[1:-1]), jump) + lp[t, extended]
+    return float(np.logaddexp(alpha[-1], alpha[-2]) if len(extended) > 1 else alpha[-1])
+
+
 class OnnxReader:
     """Read captchas with an exported model and onnxruntime alone (no torch needed at run time).
+
+    ``temperature`` comes from the metadata (1.0 in files exported before it
+    was written there); ``calibrated`` says whether it was fitted.
 
     Args:
         path: a .onnx file written by :func:`export_onnx`.
 
     Raises:
-        ValueError: if the file lacks ctcx metadata.
+        ValueError: if the file lacks ctcx metadata, or its temperature is not a number > 0.
     """
 
     def __init__(self, path: os.PathLike | str) -> None:
@@ -123,20 +177,45 @@ class OnnxReader:
         self.charset = meta["ctcx.charset"]
         self.blank = int(meta.get("ctcx.blank", "0"))
         self.preprocess = json.loads(meta["ctcx.preprocess"])
+        try:
+            self.temperature = check_temperature(float(meta.get("ctcx.temperature", "1.0")))
+        except ValueError as err:
+            raise ValueError(f"{path}: ctcx.temperature {meta['ctcx.temperature']!r} is not a number > 0") from err
+        self.calibrated = "ctcx.calibration" in meta
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """Run the graph on uint8 pixels (N, C, H, W); float32 logits (N, T, C)."""
         return self.session.run(["logits"], {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
 
-    def read(self, images: Sequence) -> List[str]:
-        """Labels of PIL images, preprocessed as the metadata says, one image at a time."""
+    def log_probs(self, pixels: np.ndarray) -> np.ndarray:
+        """float64 log-probabilities (N, T, C) of uint8 pixels (N, C, H, W): ``log_softmax(logits / T)``."""
+        return self._tempered(self.logits(pixels))
+
+    def _tempered(self, logits: np.ndarray) -> np.ndarray:
+        scaled = logits.astype(np.float64) / self.temperature
+        top = scaled.max(-1, keepdims=True)
+        return scaled - top - np.log(np.exp(scaled - top).sum(-1, keepdims=True))
+
+    def _pixels(self, image) -> np.ndarray:
         spec = self.preprocess
         channels = {v: k for k, v in COLOR_MODES.items()}[spec["color_mode"]]
+        return preprocess(image, spec["height"], channels, spec["fixed_width"], spec.get("width_scale", 1.0))[None]
+
+    def read(self, images: Sequence) -> List[str]:
+        """Labels of PIL images, preprocessed as the metadata says, one image at a time."""
+        return [greedy_strings(self.logits(self._pixels(image)), self.charset, self.blank)[0] for image in images]
+
+    def read_with_confidence(self, images: Sequence) -> List[Tuple[str, float]]:
+        """(label, confidence) of PIL images: the greedy label and its probability in [0, 1] under
+        the metadata's temperature, summed over its alignments (as
+        :attr:`~ctcx.captcha.evaluate.Prediction.confidence`)."""
+        classes = {c: i if i < self.blank else i + 1 for i, c in enumerate(self.charset)}  # greedy_strings' map
         out = []
         for image in images:
-            pixels = preprocess(image, spec["height"], channels, spec["fixed_width"],
-                                spec.get("width_scale", 1.0))[None]
-            out += greedy_strings(self.logits(pixels), self.charset, self.blank)
+            logits = self.logits(self._pixels(image))
+            text = greedy_strings(logits, self.charset, self.blank)[0]
+            log_prob = label_log_prob(self._tempered(logits[0]), [classes[c] for c in text], self.blank)
+            out.append((text, float(np.exp(log_prob))))
         return out
 
 

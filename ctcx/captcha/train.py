@@ -7,7 +7,9 @@ files. The loss is ``ctcx.ctc_loss_with_logits`` on the model's logits in
 the dtype autocast gives them (bf16 with ``amp="bf16"``). With ``jitter`` > 0
 every batch gets random affine maps (:func:`~ctcx.captcha.images.jitter`) from
 a generator of its own, and with ``ema`` > 0 a moving average of the weights
-(``torch.optim.swa_utils.AveragedModel``) is what is evaluated and saved.
+(``torch.optim.swa_utils.AveragedModel``) is what is evaluated and saved. At
+the end, the temperature of the confidences is fitted on the validation set
+(:mod:`~ctcx.captcha.calibration`) and stored in the checkpoint.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .curves import PLOT_MISSING, can_plot, plot_curves, write_csv
 from .drawn import DrawnCaptchas, DrawSpec, char_weights
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate, fit_calibration
 from .folder import FolderImages, read_folder, readable_items, split_items
 from .images import jitter, to_model_input
 from .labels import infer_charset
@@ -59,6 +61,7 @@ class TrainResult:
     checkpoint: Path
     seconds: float
     history: List[Dict[str, float]] = field(default_factory=list)
+    calibration: Optional[Dict[str, Any]] = None  # the checkpoint's entry; None without a validation set
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -453,7 +456,8 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         return evaluate(scored, data.val_images, data.val_labels, config.charset, decoder, config.beam_width,
                         config.min_length, config.max_length)
 
-    def checkpoint(complete: bool, metrics: Optional[Dict[str, float]] = None) -> None:
+    def checkpoint(complete: bool, metrics: Optional[Dict[str, float]] = None,
+                   calibration: Optional[Dict[str, Any]] = None) -> None:
         rng = procs.gather(_rng_state(device, jitter_rng))
         streams = procs.gather(stream.state_dict())
         if not procs.main:
@@ -466,6 +470,7 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng, "streams": streams, "elapsed": elapsed_now(),
             "running_loss": running, "metrics": dict(metrics or {}), "history": history, "init": init,
+            **({"calibration": calibration} if calibration is not None else {}),
         })
         write_csv(history, path.with_name("log.csv"))
 
@@ -544,14 +549,30 @@ def _train(config: TrainConfig, saved: Optional[dict], procs: _Processes, path: 
         greedy = evaluations.get("greedy") or next(iter(evaluations.values()))
         history[-1].update(accuracy=greedy.accuracy, accuracy_ci=greedy.accuracy_ci, cer=greedy.cer)
         metrics["val_size"] = greedy.count
+    calibration = None
+    if procs.main and data.val_labels:
+        calibration = _calibrate(scored, data, config, log)
     metrics.update(seconds=elapsed_now(), samples=stream.consumed * procs.world)
-    checkpoint(complete=True, metrics=metrics)
+    checkpoint(complete=True, metrics=metrics, calibration=calibration)
     if procs.main and plots:
         plot_curves(history, path.with_name("curves.png"),
                     title=f"{config.preset} CRNN, {config.steps} steps of {config.batch_size}")
     elif procs.main:
         log(PLOT_MISSING)
-    return TrainResult(scored.eval(), config, evaluations, path, elapsed_now(), history)
+    return TrainResult(scored.eval(), config, evaluations, path, elapsed_now(), history, calibration)
+
+
+def _calibrate(model: CRNN, data: "Data", config: TrainConfig, log: Callable[[str], None]
+               ) -> Optional[Dict[str, Any]]:
+    """The checkpoint's ``calibration`` entry, fitted on the validation set; None if no label is usable."""
+    try:
+        calibration = fit_calibration(model, data.val_images, data.val_labels, config.charset)
+    except ValueError as err:  # no validation label the model can give
+        log(f"no temperature fitted: {err}; confidences will use T = 1")
+        return None
+    log(f"temperature {calibration['temperature']:.3g} fitted on {calibration['fitted_on']} validation images: "
+        f"ECE of the greedy readings {calibration['ece_before']:.2%} at T = 1, {calibration['ece_after']:.2%} after")
+    return calibration
 
 
 def _resolve_cpu_amp(config: TrainConfig, data: "Data", model: CRNN, procs: _Processes,
