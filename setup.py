@@ -161,6 +161,7 @@ def main():
         version="0.1.0",
         description="Fused CTC loss and batched CTC decoding for PyTorch (CPU and CUDA)",
         packages=find_packages(include=["ctcx", "ctcx.*"]),
+        package_data={"ctcx.captcha": ["weights/*.pt"]},  # readers shipped by name (ctcx.captcha.pretrained)
         ext_modules=[extension()],
         cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
         python_requires=">=3.10",

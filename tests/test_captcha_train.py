@@ -657,9 +657,12 @@ def test_fine_tuning_starts_from_the_source_records_it_and_resumes_exactly(train
     assert read_checkpoint(resumed.checkpoint)["init"] == saved["init"]
 
 
-def test_init_from_flag():
-    config = config_from_args(build_parser().parse_args(["--init-from", "runs/a/checkpoint.pt"]))
-    assert config.init_from == "runs/a/checkpoint.pt"
+def test_init_from_flag(trained):
+    config = config_from_args(build_parser().parse_args(["--init-from", str(trained.checkpoint)]))
+    assert config.init_from == str(trained.checkpoint)
+    assert config.conv_channels == trained.config.conv_channels  # the model follows the checkpoint's
+    with pytest.raises(FileNotFoundError, match="no checkpoint at runs/a/checkpoint.pt"):
+        config_from_args(build_parser().parse_args(["--init-from", "runs/a/checkpoint.pt"]))
 
 
 # ---- model heads, old checkpoints, optional plotting -------------------------------------------
@@ -727,3 +730,42 @@ def test_a_run_without_matplotlib_skips_the_plot_with_one_line_and_succeeds(tmp_
     text = printed.out + printed.err
     assert text.count(PLOT_MISSING) == 2  # once before training, once at the end
     assert "Traceback" not in text and "log.csv beside it" in text
+
+
+# ---- reading with fewer characters (--read-as) ---------------------------------------------------
+
+def test_fold_charset_merges_the_other_case_and_drops_the_rest():
+    from ctcx.captcha.evaluate import fold_charset
+
+    charset = "0aAbc"  # classes: blank, 0, a, A, b, c
+    probs = torch.tensor([[0.1, 0.2, 0.15, 0.05, 0.3, 0.2]], dtype=torch.float64)
+    folded = fold_charset(probs.log(), charset, "0AB").exp()
+    # blank, 0, A (= a + A), B (= b); c is dropped and the frame renormalised
+    expected = torch.tensor([[0.1, 0.2, 0.2, 0.3]], dtype=torch.float64) / 0.8
+    assert torch.allclose(folded, expected)
+    # a listed character never absorbs its other case when that one is listed too
+    both = fold_charset(probs.log(), charset, "aA").exp()
+    assert torch.allclose(both, torch.tensor([[0.1, 0.15, 0.05]], dtype=torch.float64) / 0.3)
+    with pytest.raises(ValueError, match="cannot read 'Z'"):
+        fold_charset(probs.log(), charset, "0Z")
+    with pytest.raises(ValueError, match="distinct"):
+        fold_charset(probs.log(), charset, "00")
+    with pytest.raises(ValueError, match="last dimension 6, expected 4"):
+        fold_charset(probs.log(), "abc", "a")
+
+
+def test_read_as_drops_classes_and_keeps_other_readings(trained):
+    from ctcx.captcha.evaluate import predict
+
+    from ctcx.captcha.images import preprocess
+
+    # the digits model read as digits without 9: a frame's 9 goes, the rest is renormalised
+    spec = DrawSpec("0123456789", 1, 2, (64, 32))
+    images = [preprocess(draw_captcha(spec, 0, "eval", i)[0], 16) for i in range(40)]
+    full = predict(trained.model, images, "0123456789", locate=False)
+    fewer = predict(trained.model, images, "0123456789", locate=False, read_as="012345678")
+    assert any("9" in a.text for a in full)  # the test sees the fold at work
+    for a, b in zip(full, fewer):
+        assert "9" not in b.text
+        if "9" not in a.text:  # no frame's best class was 9: the same best path, a likelier label
+            assert b.text == a.text and b.confidence >= a.confidence - 1e-9

@@ -106,11 +106,17 @@ def save_checkpoint(path: os.PathLike | str, contents: Dict[str, Any]) -> Path:
 def read_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
     """The raw checkpoint dict, loaded safely onto the CPU.
 
+    ``path`` may also be the name of a reader shipped with ctcx (``"general"``,
+    :mod:`~ctcx.captcha.pretrained`) when no file of that name exists.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the file is not a ctcx captcha checkpoint.
+        RuntimeError: if a shipped reader's file fails its sha256 check.
     """
-    path = Path(path)
+    from .pretrained import resolve_checkpoint
+
+    path, _ = resolve_checkpoint(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -139,8 +145,14 @@ def update_checkpoint(path: os.PathLike | str, entries: Dict[str, Any]) -> Path:
     """Add or replace ``entries`` in the checkpoint at ``path``, rewriting it atomically.
 
     Raises:
-        FileNotFoundError, ValueError: as :func:`read_checkpoint`.
+        FileNotFoundError, ValueError: as :func:`read_checkpoint`; ValueError
+            also for the name of a shipped reader (copy its file first).
     """
+    from .pretrained import resolve_checkpoint
+
+    if resolve_checkpoint(path)[1]:
+        raise ValueError(f"{path!s} is a reader shipped with ctcx, not a file to change: copy it "
+                         f"(ctcx.captcha.pretrained.pretrained_path({str(path)!r})) and change the copy")
     checkpoint = read_checkpoint(path)
     checkpoint.update(entries)
     return save_checkpoint(path, checkpoint)

@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
-from .config import DECODERS, TrainConfig
+from .config import DECODERS, STYLES, TrainConfig
 from .curves import can_plot
 from .labels import CHARSETS, parse_length_range
 
@@ -84,6 +85,15 @@ def _decode_options(group) -> None:
     _option(group, "--beam-width", type=int, default=_DEFAULTS.beam_width, help="beams kept per frame")
 
 
+def _reading_options(group) -> None:
+    _option(group, "--read-as", default="", metavar="CHARSET",
+            help="read with only these characters (a preset such as 0-9A-Z, or the characters): a model's "
+                 "other classes are merged into their other case where that is listed, else dropped "
+                 "(ctcx.captcha.evaluate.fold_charset); default: the checkpoint's charset")
+    _option(group, "--length", type=_length, default=None,
+            help="label lengths for the constrained decoder, N or MIN-MAX (default: the checkpoint's)")
+
+
 def _draw_options(group) -> None:
     d = _DEFAULTS
     _option(group, "--charset", default="",
@@ -93,6 +103,10 @@ def _draw_options(group) -> None:
             help="characters per drawn captcha: N or MIN-MAX such as 4-6")
     _option(group, "--image-size", type=_size, default=f"{d.image_width}x{d.image_height}",
             help="size of the drawn captchas, WIDTHxHEIGHT pixels")
+    _option(group, "--style", default=d.style, choices=STYLES,
+            help="captcha: the captcha library's style; general: a new style every image (ctcx's own "
+                 "renderer and the captcha library with every font found, many sizes; see "
+                 "ctcx.captcha.synth), for pretraining a reader of styles it never saw")
     _option(group, "--font", dest="fonts", action="append", default=[], metavar="TTF",
             help="a TrueType font to draw with (repeat for several; default: the captcha library's)")
     _option(group, "--font-size", dest="font_sizes", action="append", type=int, default=[], metavar="PT",
@@ -133,16 +147,18 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     _option(data, "--jitter", type=float, default=d.jitter,
             help="strength of the random affine map given to every training image at every step "
                  "(rotation, slant, scale, shift); 0 = off")
-    _option(data, "--input-height", type=int, default=d.input_height,
-            help="model input height in pixels, a multiple of 16")
-    _option(data, "--input-width", type=int, default=d.input_width,
-            help="model input width in pixels (multiple of 4); 0 keeps each image's aspect ratio, times "
-                 "--width-scale")
-    _option(data, "--width-scale", type=float, default=d.width_scale,
-            help="with --input-width 0: stretch images this much horizontally after scaling them to "
-                 "--input-height (1.25 keeps the 160 columns of a 160x60 captcha at height 48)")
-    _option(data, "--rgb", dest="channels", action="store_const", const=3, default=1,
-            help="feed RGB instead of grayscale")
+    _option(data, "--input-height", type=int, default=None,
+            help=f"model input height in pixels, a multiple of 16 (default: {d.input_height}, or "
+                 f"--init-from's)")
+    _option(data, "--input-width", type=int, default=None,
+            help=f"model input width in pixels (multiple of 4); 0 keeps each image's aspect ratio, times "
+                 f"--width-scale (default: {d.input_width}, or --init-from's)")
+    _option(data, "--width-scale", type=float, default=None,
+            help=f"with --input-width 0: stretch images this much horizontally after scaling them to "
+                 f"--input-height (1.25 keeps the 160 columns of a 160x60 captcha at height 48) (default: "
+                 f"{d.width_scale}, or --init-from's)")
+    _option(data, "--rgb", dest="channels", action="store_const", const=3, default=None,
+            help="feed RGB instead of grayscale (default: grayscale, or --init-from's)")
     _option(data, "--pool-size", type=int, default=d.pool_size,
             help="drawn captchas kept in memory and sampled into batches; 0 = every batch freshly drawn")
     _option(data, "--fresh-per-step", type=int, default=d.fresh_per_step,
@@ -153,8 +169,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
             help="score the validation set every this many steps (0 = only at the end)")
 
     model = p.add_argument_group("model and optimisation")
-    _option(model, "--preset", default=d.preset, choices=("tiny", "small", "base"),
-            help="model size: tiny (CPU), small, base (GPU)")
+    _option(model, "--preset", default=None, choices=("tiny", "small", "base"),
+            help=f"model size: tiny (CPU), small, base (GPU) (default: {d.preset}, or --init-from's)")
     _option(model, "--conv-channels", type=_channels, default=None, metavar="C1,C2,C3,C4",
             help="override the preset's conv widths")
     _option(model, "--head", default=None, choices=("conv", "gru"),
@@ -168,9 +184,10 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
     _option(model, "--rnn-layers", type=int, default=None, help="override the preset's head depth (conv blocks or GRU layers)")
     _option(model, "--dropout", type=float, default=d.dropout, help="dropout between GRU layers and before the classifier")
     _option(model, "--init-from", default="", metavar="CKPT",
-            help="start from this checkpoint's weights (fine-tuning): the same architecture, any charset "
-                 "(shared characters keep their classifier rows, new ones start fresh), image size, "
-                 "label length or data; optimizer and schedule start fresh")
+            help="start from this checkpoint's weights (fine-tuning), or from a reader shipped with ctcx "
+                 "('general'): the model and its input size follow it unless given; any charset (shared "
+                 "characters keep their classifier rows, new ones start fresh), image size, label length or "
+                 "data; optimizer and schedule start fresh")
     _option(model, "--steps", type=int, default=d.steps, help="optimizer steps")
     _option(model, "--batch-size", type=int, default=d.batch_size, help="images per step (per process under torchrun)")
     _option(model, "--lr", type=float, default=d.lr, help="peak learning rate")
@@ -208,6 +225,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
         _option(p, "-c", "--checkpoint", **checkpoint)
         _bad_images_option(p)
         _decode_options(p)
+        _reading_options(p)
         _temperature_option(p)
     elif command == "predict":
         p = argparse.ArgumentParser(prog=prog, description="Read images; prints path, label, confidence (the "
@@ -226,6 +244,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
                 help="also write each image with a box over every character's columns to DIR "
                      "(NAME.spans.png; never over an input image)")
         _decode_options(p)
+        _reading_options(p)
         _temperature_option(p)
     elif command == "export":
         p = argparse.ArgumentParser(prog=prog, description="Export a checkpoint to ONNX (dynamic batch and "
@@ -256,6 +275,26 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
     return p
 
 
+# what --init-from's checkpoint decides unless given: the model, and the input it was trained on
+_FOLLOWS_INIT = ("preset", "conv_channels", "rnn_hidden", "rnn_layers", "head", "pool_first", "channels",
+                 "input_height", "input_width", "width_scale")
+
+
+def _follow_init_from(values: dict) -> None:
+    """Fill the model and input options left unset (None) from ``--init-from``'s config, else the defaults."""
+    source = {}
+    if values.get("init_from"):
+        from .checkpoint import read_checkpoint
+
+        source = read_checkpoint(values["init_from"])["config"]
+    for name in _FOLLOWS_INIT:
+        if values[name] is None and name in source:
+            values[name] = tuple(source[name]) if isinstance(source[name], list) else source[name]
+    for name in ("preset", "channels", "input_height", "input_width", "width_scale"):
+        if values[name] is None:
+            values[name] = getattr(_DEFAULTS, name)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig that parsed ``train`` flags describe.
 
@@ -263,13 +302,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ValueError: if a value is out of range (from TrainConfig).
     """
     names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "bad_images", "augment",
-             "oversample",
+             "oversample", "style",
              "jitter", "input_height", "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
              "head", "pool_first", "dropout", "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp", "ema",
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",
              "seed", "device", "threads", "out_dir")
     values = {name: getattr(args, name) for name in names}
+    _follow_init_from(values)
     (min_length, max_length), (width, height) = args.length, args.image_size  # argparse's type converted them
     return TrainConfig(**values, min_length=min_length, max_length=max_length, image_width=width,
                        image_height=height, decoders=DECODERS if args.decode == "all" else (args.decode,))
@@ -333,6 +373,14 @@ def _temperature_used(args: argparse.Namespace, checkpoint: dict) -> tuple:
     return stored_temperature(checkpoint), describe_calibration(checkpoint)
 
 
+def _reading(args: argparse.Namespace, config: TrainConfig) -> tuple:
+    """(charset to read with, (min_length, max_length)) from --read-as and --length, else the checkpoint's."""
+    from .labels import resolve_charset
+
+    read_as = resolve_charset(args.read_as) if args.read_as else config.charset
+    return read_as, (args.length or (config.min_length, config.max_length))
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate
@@ -340,19 +388,21 @@ def _eval(args: argparse.Namespace) -> None:
 
     model, config, checkpoint = load_checkpoint(args.checkpoint, resolve_device("auto"))
     temperature, source = _temperature_used(args, checkpoint)
+    read_as, (min_length, max_length) = _reading(args, config)
+    shown = dataclasses.replace(config, min_length=min_length, max_length=max_length)  # what is described
     print(f"confidences: {source}")
     for directory in args.dirs:
         items, images, labels = _labelled_images(directory, config, args.bad_images, "; they are not scored")
-        outside = [(p, label) for p, label in items if set(label) - set(config.charset)]
+        outside = [(p, label) for p, label in items if set(label) - set(read_as)]
         if outside:
             print(f"warning: {len(outside)} of {len(items)} labels in {directory} have characters outside the "
-                  f"checkpoint's charset {config.charset!r} (first: {outside[0][1]!r} in {outside[0][0].name}); "
+                  f"charset read {read_as!r} (first: {outside[0][1]!r} in {outside[0][0].name}); "
                   f"they count as errors", file=sys.stderr)
-        results = {d: evaluate(model, images, labels, config.charset, d, args.beam_width, config.min_length,
-                               config.max_length, temperature) for d in _decoders(args)}
-        _print_scores(directory, config, results, args.beam_width)
+        results = {d: evaluate(model, images, labels, config.charset, d, args.beam_width, min_length,
+                               max_length, temperature, read_as) for d in _decoders(args)}
+        _print_scores(directory, shown, results, args.beam_width)
         for decoder, r in results.items():
-            print(f"  {_describe(decoder, args.beam_width, config)} confidence: ECE {r.ece:.2%}; exact match "
+            print(f"  {_describe(decoder, args.beam_width, shown)} confidence: ECE {r.ece:.2%}; exact match "
                   f"{r.accuracy_at_80:.2%} of the 80% most confident, {r.accuracy_at_90:.2%} of the 90%")
 
 
@@ -405,8 +455,9 @@ def _predict(args: argparse.Namespace) -> None:
     originals = [load_image(p) for p in paths]
     images = [preprocess(image, **config.preprocessing) for image in originals]
     locate = args.spans or draw_dir is not None
-    readings = predict(model, images, config.charset, args.decode, args.beam_width, config.min_length,
-                       config.max_length, locate=locate, temperature=temperature)
+    read_as, (min_length, max_length) = _reading(args, config)
+    readings = predict(model, images, config.charset, args.decode, args.beam_width, min_length,
+                       max_length, locate=locate, temperature=temperature, read_as=read_as)
 
     def columns(reading, original, image):  # model-input columns -> the image's own pixel columns
         scale = original.size[0] / image.shape[-1]
@@ -449,7 +500,8 @@ def _export(args: argparse.Namespace) -> None:
     else:
         from .drawn import DrawnCaptchas, DrawSpec
         spec = DrawSpec(config.charset, config.min_length, config.max_length,
-                        (config.image_width, config.image_height), config.fonts, config.font_sizes)
+                        (config.image_width, config.image_height), config.fonts, config.font_sizes,
+                        style=config.style)
         dataset = DrawnCaptchas(spec, config.seed, "export-check", **config.preprocessing)
         images = [dataset[i][0] for i in range(64)]
     path = export_onnx(model, config, args.output, args.opset, calibration=checkpoint.get("calibration"))
@@ -495,7 +547,7 @@ def _generate(args: argparse.Namespace) -> None:
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
     spec = DrawSpec(resolve_charset(args.charset or "0-9A-Z"), *args.length, args.image_size,
-                    tuple(args.fonts), tuple(args.font_sizes))
+                    tuple(args.fonts), tuple(args.font_sizes), style=args.style)
     directory.mkdir(parents=True, exist_ok=True)
     digits = len(str(args.count - 1))
 

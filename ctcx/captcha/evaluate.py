@@ -17,7 +17,8 @@ from .images import to_model_input
 from .metrics import character_error_rate, exact_match
 from .model import CRNN
 
-__all__ = ["Prediction", "EvalResult", "predict", "evaluate", "model_logits", "fit_calibration", "FRAME_COLUMNS"]
+__all__ = ["Prediction", "EvalResult", "predict", "evaluate", "fold_charset", "model_logits", "fit_calibration",
+           "FRAME_COLUMNS"]
 
 
 @dataclass
@@ -140,7 +141,8 @@ def _logit_batches(model: CRNN, images: Sequence[np.ndarray], batch_size: int
 @torch.no_grad()
 def predict(model: CRNN, images: Sequence[np.ndarray], charset: str, decoder: str = "greedy",
             beam_width: int = 10, min_length: Optional[int] = None, max_length: Optional[int] = None,
-            batch_size: int = 256, locate: bool = True, temperature: float = 1.0) -> List[Prediction]:
+            batch_size: int = 256, locate: bool = True, temperature: float = 1.0,
+            read_as: Optional[str] = None) -> List[Prediction]:
     """Read ``images`` with ``model`` (put in eval mode, run on its parameters' device).
 
     Images of equal width are batched together, so no image is padded and
@@ -158,22 +160,33 @@ def predict(model: CRNN, images: Sequence[np.ndarray], charset: str, decoder: st
             (the checkpoint's fitted one, see
             :func:`~ctcx.captcha.calibration.stored_temperature`). The
             readings themselves are decoded at T = 1, so they do not depend on it.
+        read_as: the characters readings may use, when fewer than the
+            model's ``charset`` (a 0-9a-zA-Z reader on 0-9A-Z captchas): see
+            :func:`fold_charset`; the temperature then scales the folded
+            log-probabilities. None = the model's charset.
 
     Returns:
         one :class:`Prediction` per image, in order.
 
     Raises:
         ValueError: for an unknown decoder, ``"constrained"`` without a
-            length, or a temperature that is not a finite number > 0.
+            length, a temperature that is not a finite number > 0, or
+            ``read_as`` characters the model cannot read (as :func:`fold_charset`).
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     if decoder == "constrained" and not (min_length or max_length):
         raise ValueError("the constrained decoder needs min_length and/or max_length")
     temperature = check_temperature(temperature)
+    fold = None
+    if read_as is not None and read_as != charset:
+        fold = _fold_groups(charset, read_as)
+        charset = read_as
     out: List[Optional[Prediction]] = [None] * len(images)
     for chunk, logits in _logit_batches(model, images, batch_size):
         log_probs = logits.log_softmax(-1).cpu()
+        if fold is not None:
+            log_probs = _fold(log_probs, fold)
         if decoder == "greedy":
             readings = _greedy(log_probs, charset, temperature)
         elif decoder == "beam":
@@ -185,6 +198,58 @@ def predict(model: CRNN, images: Sequence[np.ndarray], charset: str, decoder: st
         for i, reading in zip(chunk, readings):
             out[i] = reading
     return out
+
+
+def _fold_groups(charset: str, read_as: str) -> List[List[int]]:
+    if not read_as or len(set(read_as)) != len(read_as):
+        raise ValueError(f"read_as must be distinct characters, got {read_as!r}")
+    column = {c: i + 1 for i, c in enumerate(charset)}
+    groups = [[0]]  # the blank
+    unreadable = []
+    for c in read_as:
+        group = [column[c]] if c in column else []
+        other = c.swapcase()
+        if other != c and other in column and other not in read_as:
+            group.append(column[other])
+        if not group:
+            unreadable.append(c)
+        groups.append(group)
+    if unreadable:
+        raise ValueError(f"read_as: the model cannot read {''.join(unreadable)!r} (its charset is {charset!r})")
+    return groups
+
+
+def _fold(log_probs: torch.Tensor, groups: List[List[int]]) -> torch.Tensor:
+    columns = [torch.logsumexp(log_probs[..., g], -1) for g in groups]
+    return torch.stack(columns, -1).log_softmax(-1)
+
+
+def fold_charset(log_probs: torch.Tensor, charset: str, read_as: str) -> torch.Tensor:
+    """Log-probabilities over a smaller charset: the model's classes merged into ``read_as``'s.
+
+    A character of ``read_as`` gets its own class's probability plus that of
+    its other case when the other case is not in ``read_as`` (so a 0-9a-zA-Z
+    reader reads 0-9A-Z captchas with ``o`` counted as ``O``); classes that
+    fall in no group are dropped and each frame renormalised (the reading
+    conditioned on using only ``read_as``). The blank stays class 0.
+
+    Args:
+        log_probs: (..., 1 + len(charset)) log-probabilities, blank first.
+        charset: the model's characters (class i + 1 is ``charset[i]``).
+        read_as: the characters to read with.
+
+    Returns:
+        (..., 1 + len(read_as)) log-probabilities.
+
+    Raises:
+        ValueError: if ``read_as`` repeats a character or has one that
+            neither case of is in ``charset``, or log_probs' last dimension
+            is not 1 + len(charset).
+    """
+    if log_probs.shape[-1] != len(charset) + 1:
+        raise ValueError(f"log_probs: last dimension {log_probs.shape[-1]}, expected {len(charset) + 1} "
+                         f"(blank + charset)")
+    return _fold(log_probs, _fold_groups(charset, read_as))
 
 
 def model_logits(model: CRNN, images: Sequence[np.ndarray], batch_size: int = 256
@@ -267,23 +332,24 @@ def _locate(log_probs: torch.Tensor, readings: List[Prediction], charset: str) -
 
 def evaluate(model: CRNN, images: Sequence[np.ndarray], references: Sequence[str], charset: str,
              decoder: str = "greedy", beam_width: int = 10, min_length: Optional[int] = None,
-             max_length: Optional[int] = None, temperature: float = 1.0) -> EvalResult:
+             max_length: Optional[int] = None, temperature: float = 1.0,
+             read_as: Optional[str] = None) -> EvalResult:
     """Exact match (also ignoring case), character error rate and calibration of ``model`` on labelled images.
 
     Args:
         images: as for :func:`predict`.
         references: one label per image; characters outside ``charset``
             cannot be predicted and so count as errors.
-        decoder, beam_width, min_length, max_length, temperature: as for :func:`predict`.
+        decoder, beam_width, min_length, max_length, temperature, read_as: as for :func:`predict`.
 
     Raises:
         ValueError: if the number of images and references differ, or there
-            are none, or the decoder arguments or temperature are bad.
+            are none, or the decoder arguments, temperature or read_as are bad.
     """
     if len(images) != len(references):
         raise ValueError(f"{len(images)} images but {len(references)} labels")
     readings = predict(model, images, charset, decoder, beam_width, min_length, max_length, locate=False,
-                       temperature=temperature)
+                       temperature=temperature, read_as=read_as)
     texts, confidences = [p.text for p in readings], [p.confidence for p in readings]
     references = list(references)
     accuracy = exact_match(texts, references)  # first: its error names an empty set

@@ -18,6 +18,7 @@ from typing import Any, Dict
 from .checkpoint import read_checkpoint
 from .config import TrainConfig
 from .model import CRNN
+from .pretrained import resolve_checkpoint
 
 __all__ = ["ARCHITECTURE", "init_from_checkpoint"]
 
@@ -35,13 +36,15 @@ def init_from_checkpoint(model: CRNN, config: TrainConfig, path: str | Path) -> 
         the file, its ``step`` and ``charset``, and the ``carried`` and
         ``new`` characters of this run's charset.
 
+    ``path`` may name a reader shipped with ctcx (``"general"``, :mod:`~ctcx.captcha.pretrained`).
+
     Raises:
         FileNotFoundError: if there is no checkpoint at ``path``.
         ValueError: if it is not a ctcx captcha checkpoint, or its model's
             architecture differs from ``config``'s (the message names each
             differing setting and both values).
     """
-    path = Path(path)
+    path, _ = resolve_checkpoint(path)  # a file, or the name of a shipped reader ("general")
     saved = read_checkpoint(path)
     source = TrainConfig.from_dict(saved["config"])
     differ = [f"{name} {getattr(source, name)!r} (this run: {getattr(config, name)!r})"

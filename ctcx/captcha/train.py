@@ -130,7 +130,8 @@ def load_data(config: TrainConfig, validation: bool = True, progress: bool = Tru
     size = config.preprocessing
     if config.drawn:
         spec = DrawSpec(config.charset, config.min_length, config.max_length,
-                        (config.image_width, config.image_height), config.fonts, config.font_sizes)
+                        (config.image_width, config.image_height), config.fonts, config.font_sizes,
+                        style=config.style)
         weighted = dataclasses.replace(spec, weights=char_weights(config.charset, config.oversample))
         train_set = DrawnCaptchas(weighted, config.seed, "train", augment=config.augment, **size)
         images, labels = [], []
