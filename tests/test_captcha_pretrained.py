@@ -85,3 +85,22 @@ def test_init_from_sets_the_model_and_input_unless_given(registry):
     default = TrainConfig()
     assert (plain.preset, plain.conv_channels, plain.input_height, plain.input_width, plain.channels) == \
         (default.preset, default.conv_channels, default.input_height, default.input_width, default.channels)
+
+
+def test_the_shipped_general_reader_loads_and_reads_a_drawn_captcha():
+    model, config, raw = shipped.pretrained("general")  # sha256-checked
+    assert config.charset == "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    assert config.style == "general" and config.input_width == 160 and raw["complete"]
+    assert 0.2 < raw["calibration"]["temperature"] < 5
+    assert "optimizer" not in raw  # stripped for shipping: readers, not resumable runs
+    from ctcx.captcha.drawn import DrawSpec, draw_captcha
+    from ctcx.captcha.evaluate import predict
+    from ctcx.captcha.images import preprocess
+
+    spec = DrawSpec("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", 4, 4)
+    drawn = [draw_captcha(spec, 11, "pretrained-test", i) for i in range(40)]
+    images = [preprocess(image, **config.preprocessing) for image, _ in drawn]
+    readings = predict(model, images, config.charset, "constrained", 10, 4, 4, locate=False,
+                       read_as=spec.charset)
+    right = sum(r.text == label for r, (_, label) in zip(readings, drawn))
+    assert right >= 16  # 68% on captcha-36x4 zero-shot (README); chance is nil

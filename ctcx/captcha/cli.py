@@ -395,8 +395,9 @@ def _eval(args: argparse.Namespace) -> None:
         items, images, labels = _labelled_images(directory, config, args.bad_images, "; they are not scored")
         outside = [(p, label) for p, label in items if set(label) - set(read_as)]
         if outside:
-            print(f"warning: {len(outside)} of {len(items)} labels in {directory} have characters outside the "
-                  f"charset read {read_as!r} (first: {outside[0][1]!r} in {outside[0][0].name}); "
+            whose = "the checkpoint's" if read_as == config.charset else "--read-as's"
+            print(f"warning: {len(outside)} of {len(items)} labels in {directory} have characters outside "
+                  f"{whose} charset {read_as!r} (first: {outside[0][1]!r} in {outside[0][0].name}); "
                   f"they count as errors", file=sys.stderr)
         results = {d: evaluate(model, images, labels, config.charset, d, args.beam_width, min_length,
                                max_length, temperature, read_as) for d in _decoders(args)}
