@@ -24,3 +24,31 @@ def test_glyph_pair_rejects_a_bad_pair():
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "glyph_pair.py"), "--pair", "00"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "--pair must be two different characters" in out.stderr
+
+
+def test_ship_pretrained_strips_a_finished_run_to_a_loadable_reader(tmp_path):
+    import hashlib
+
+    import torch
+
+    from ctcx.captcha import TrainConfig, build_model, load_checkpoint, save_checkpoint
+
+    config = TrainConfig(conv_channels=(8, 16, 16, 16), rnn_hidden=16, input_height=32, out_dir="/somewhere/mine")
+    model = build_model(config)
+    run = {"config": config.to_dict(), "charset": config.charset, "step": 5, "complete": True,
+           "state_dict": model.state_dict(), "optimizer": {"state": {}}, "history": [{"step": 1}],
+           "calibration": {"temperature": 1.5, "fitted_on": 3, "ece_before": 0.1, "ece_after": 0.05}}
+    save_checkpoint(tmp_path / "run.pt", run)
+    out = subprocess.run([sys.executable, str(ROOT / "tools/ship_pretrained.py"), str(tmp_path / "run.pt"), "demo",
+                          "--folder", str(tmp_path / "weights")], capture_output=True, text=True, check=True).stdout
+    shipped = tmp_path / "weights/demo.pt"
+    digest = re.search(r'"sha256": "([0-9a-f]{64})"', out).group(1)
+    assert digest == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    loaded, loaded_config, raw = load_checkpoint(shipped)
+    assert "optimizer" not in raw and "history" not in raw and raw["calibration"]["temperature"] == 1.5
+    assert loaded_config.out_dir == "runs/demo"  # not the training machine's own path
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    save_checkpoint(tmp_path / "unfinished.pt", dict(run, complete=False))
+    failed = subprocess.run([sys.executable, str(ROOT / "tools/ship_pretrained.py"), str(tmp_path / "unfinished.pt"),
+                             "demo", "--folder", str(tmp_path / "weights")], capture_output=True, text=True)
+    assert failed.returncode == 2 and "not a finished run" in failed.stderr

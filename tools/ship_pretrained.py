@@ -22,11 +22,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a finished run's checkpoint.pt")
     parser.add_argument("name", help="the reader's name, e.g. general")
+    parser.add_argument("--folder", type=Path, default=Path(__file__).resolve().parent.parent / "ctcx" / "captcha"
+                        / "weights", help="where shipped readers live (default: ctcx/captcha/weights)")
     args = parser.parse_args(argv)
     saved = read_checkpoint(args.checkpoint)
     if not saved.get("complete"):
         parser.error(f"{args.checkpoint} is not a finished run (complete is False)")
-    out = Path(__file__).resolve().parent.parent / "ctcx" / "captcha" / "weights" / f"{args.name}.pt"
+    out = args.folder / f"{args.name}.pt"
     kept = {k: saved[k] for k in KEEP if k in saved}
     kept["config"] = dict(kept["config"], out_dir=f"runs/{args.name}")  # not the trainer machine's own path
     save_checkpoint(out, kept)
