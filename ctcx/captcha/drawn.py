@@ -11,6 +11,7 @@ worker process draw any sample in any order.
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
@@ -108,21 +109,20 @@ def char_weights(charset: str, oversample: str) -> Tuple[float, ...]:
     return tuple(weights.get(c, 1.0) for c in charset)
 
 
-_drawers: dict = {}
+@lru_cache(maxsize=512)  # one entry per (size, fonts, sizes): the general mix uses a few hundred
+def library_drawer(size: Tuple[int, int], fonts: Tuple[str, ...] = (), font_sizes: Tuple[int, ...] = ()):
+    """The ``captcha.image.ImageCaptcha`` drawing at ``size`` with ``fonts`` and
+    ``font_sizes`` (empty = the library's), its randomness pointed at the seeded
+    stand-in (set ``_SHIM.rng`` before drawing)."""
+    import captcha.image  # imported here: worker processes need it, importers of ctcx may not
+
+    captcha.image.secrets = _SHIM  # see the module docstring
+    return captcha.image.ImageCaptcha(width=size[0], height=size[1], fonts=list(fonts) or None,
+                                      font_sizes=tuple(font_sizes) or None)
 
 
 def _drawer(spec: DrawSpec):
-    key = (spec.size, spec.fonts, spec.font_sizes)  # what the drawer depends on
-    drawer = _drawers.get(key)
-    if drawer is None:
-        import captcha.image  # imported here: worker processes need it, importers of ctcx may not
-
-        captcha.image.secrets = _SHIM  # see the module docstring
-        drawer = captcha.image.ImageCaptcha(width=spec.size[0], height=spec.size[1],
-                                            fonts=list(spec.fonts) or None,
-                                            font_sizes=tuple(spec.font_sizes) or None)
-        _drawers[key] = drawer
-    return drawer
+    return library_drawer(spec.size, spec.fonts, spec.font_sizes)  # what the drawer depends on
 
 
 def draw_captcha(spec: DrawSpec, seed: int, stream: str, index: int):

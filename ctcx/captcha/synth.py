@@ -339,15 +339,6 @@ def render(label: str, rng: random.Random, fonts: Optional[Sequence[str]] = None
 _LIBRARY_SIZES = ((160, 60), (120, 40), (140, 50), (180, 60), (200, 70), (220, 80), (260, 80), (300, 90))
 
 
-@lru_cache(maxsize=512)
-def _library_drawer(size: Tuple[int, int], font: str, font_sizes: Tuple[int, ...]):
-    from .drawn import _SHIM  # the seeded stand-in for the secrets module (see ctcx.captcha.drawn)
-    import captcha.image
-
-    captcha.image.secrets = _SHIM
-    return captcha.image.ImageCaptcha(width=size[0], height=size[1], fonts=[font], font_sizes=font_sizes)
-
-
 def draw_general(label: str, rng: random.Random, fonts: Optional[Sequence[str]] = None) -> Image.Image:
     """One image of the general mix: :func:`render` (60%) or the ``captcha``
     library (40%) at a random size from 120x40 to 300x90 with a random font
@@ -360,11 +351,11 @@ def draw_general(label: str, rng: random.Random, fonts: Optional[Sequence[str]] 
     files = [f for f in fonts if f != PILLOW_DEFAULT_FONT]
     if rng.random() < 0.6 or not files:
         return render(label, rng, fonts)
-    from .drawn import _SHIM
+    from .drawn import _SHIM, library_drawer  # the seeded stand-in for the secrets module
 
     size = rng.choice(_LIBRARY_SIZES)
     length_fit = min(1.0, 4.6 / max(4, len(label)) * size[0] / (2.6 * size[1]))
     base = int(size[1] * 0.75 * max(0.6, length_fit))
-    drawer = _library_drawer(size, rng.choice(files), (base - 4, base, base + 4))
+    drawer = library_drawer(size, (rng.choice(files),), (base - 4, base, base + 4))
     _SHIM.rng = rng
     return drawer.generate_image(label).convert("RGB")
