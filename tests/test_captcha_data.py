@@ -10,7 +10,7 @@ from PIL import Image
 from ctcx.captcha import CHARSETS, PRESETS, TrainConfig, build_model, count_parameters
 from ctcx.captcha.drawn import DrawnCaptchas, DrawSpec, _drawer, char_weights, draw_captcha, parse_oversample
 from ctcx.captcha.folder import FolderImages, read_folder, split_items
-from ctcx.captcha.images import augment, jitter, output_width, pad_batch, preprocess, to_model_input
+from ctcx.captcha.images import augment, crop_margins, jitter, output_width, pad_batch, preprocess, to_model_input
 from ctcx.captcha.labels import (decode_label, encode_label, infer_charset, label_from_filename,
                                  parse_length_range, resolve_charset)
 from ctcx.captcha.metrics import character_error_rate, edit_distance, exact_match
@@ -79,7 +79,7 @@ def test_width_scale_stretches_horizontally_and_old_configs_mean_no_stretch():
     assert output_width((200, 70), 48, width_scale=1.25) == 172  # 137.1 * 1.25 = 171.4 -> 172
     config = TrainConfig()
     assert config.width_scale == 1.25 and config.preprocessing == dict(height=48, channels=1, width=0,
-                                                                       width_scale=1.25)
+                                                                       width_scale=1.25, crop=False)
     old = config.to_dict()
     del old["width_scale"]  # a checkpoint written before the field existed
     assert TrainConfig.from_dict(old).width_scale == 1.0
@@ -89,6 +89,56 @@ def test_width_scale_stretches_horizontally_and_old_configs_mean_no_stretch():
     for bad in (0, -1.0, 5.0, True, "1"):
         with pytest.raises(ValueError, match="width_scale must be a horizontal stretch"):
             TrainConfig(width_scale=bad)
+
+
+def _banded(rng, margin=(0, 0, 0)):
+    """A 256x144 canvas in ``margin`` colour with a noisy 'picture' in rows 48..95, columns 10..245."""
+    pixels = np.empty((144, 256, 3), np.uint8)
+    pixels[:] = margin
+    pixels[48:96, 10:246] = rng.integers(60, 250, (48, 236, 3))
+    return Image.fromarray(pixels)
+
+
+def test_crop_margins_cuts_plain_margins_and_keeps_pictures_without_them():
+    rng = np.random.default_rng(0)
+    banded = _banded(rng)
+    assert crop_margins(banded).size == (236 + 4, 48 + 4)  # the picture plus 2 pixels each side
+    assert crop_margins(banded, pad=0).tobytes() == banded.crop((10, 48, 246, 96)).tobytes()
+    white = _banded(rng, (255, 255, 255))
+    assert crop_margins(white, pad=0).size == (236, 48)
+    # A few dots in a margin (under 2% of a row or column) do not stop the cut.
+    dotted = np.asarray(_banded(rng)).copy()
+    dotted[5, 100:103] = 200
+    dotted[130, 30] = 255
+    assert crop_margins(Image.fromarray(dotted), pad=0).size == (236, 48)
+    # No plain margin, or a picture too small to be one: unchanged (the same object).
+    noise = Image.fromarray(rng.integers(0, 255, (60, 160, 3), dtype=np.uint8))
+    assert crop_margins(noise) is noise
+    speck = np.zeros((60, 160, 3), np.uint8)
+    speck[20:25, 40:140] = 255
+    assert crop_margins(Image.fromarray(speck)).size == (160, 60)
+    plain = Image.new("RGB", (160, 60), (200, 10, 10))
+    assert crop_margins(plain) is plain
+    # preprocess(crop=True) is crop then resize; the flag is off by default.
+    assert np.array_equal(preprocess(banded, 48, 3, 160, crop=True), preprocess(crop_margins(banded), 48, 3, 160))
+    assert not np.array_equal(preprocess(banded, 48, 3, 160, crop=True), preprocess(banded, 48, 3, 160))
+
+
+def test_crop_margins_is_a_config_field_that_old_configs_lack_and_datasets_apply(tmp_path):
+    assert TrainConfig().crop_margins is False and TrainConfig().preprocessing["crop"] is False
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "crop_margins"}
+    assert TrainConfig.from_dict(old).crop_margins is False
+    config = TrainConfig(crop_margins=True, input_width=160, channels=3)
+    assert TrainConfig.from_dict(config.to_dict()).crop_margins is True
+    with pytest.raises(ValueError, match="crop_margins"):
+        TrainConfig(crop_margins="yes")
+    image = _banded(np.random.default_rng(1))
+    image.save(tmp_path / "AB12_0.png")
+    items = read_folder(tmp_path)
+    got = FolderImages(items, **config.preprocessing)[0][0]
+    assert np.array_equal(got, preprocess(crop_margins(image), 48, 3, 160))
+    drawn = DrawnCaptchas(DrawSpec("0123456789", 4, 4, (160, 60)), 0, "t", **config.preprocessing)
+    assert drawn.crop is True
 
 
 def test_pad_batch_pads_with_white_and_model_input_is_ink():

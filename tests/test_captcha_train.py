@@ -345,6 +345,26 @@ def test_onnx_export_matches_torch_with_dynamic_batch_and_width(trained, tmp_pat
         check_onnx(path, other, config.charset, images)
 
 
+def test_onnx_reader_cuts_margins_when_the_model_was_trained_to(tmp_path):
+    from ctcx.captcha import build_model
+    from ctcx.captcha.export import OnnxReader, export_onnx
+    from ctcx.captcha.images import crop_margins, preprocess
+
+    config = TrainConfig(charset="0123456789", crop_margins=True, input_width=64, input_height=32,
+                         preset="tiny", threads=1)
+    torch.manual_seed(0)
+    path = export_onnx(build_model(config).eval(), config, tmp_path / "m.onnx")
+    reader = OnnxReader(path)
+    assert reader.preprocess["crop_margins"] is True
+    pixels = np.zeros((144, 256, 3), np.uint8)
+    pixels[48:96, 10:246] = np.random.default_rng(0).integers(60, 250, (48, 236, 3))
+    image = Image.fromarray(pixels)
+    assert np.array_equal(reader._pixels(image)[0], preprocess(crop_margins(image), 32, 1, 64))
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["--crop-margins"])).crop_margins is True
+    assert config_from_args(parser.parse_args([])).crop_margins is False
+
+
 # ---- command line ------------------------------------------------------------------------------
 
 def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys, monkeypatch):

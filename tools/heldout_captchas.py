@@ -10,7 +10,8 @@ package index are for measuring it on styles it never saw:
 - ``multicolorcaptcha`` (1.2.0): four 64x64 tiles side by side, each character
   in a random one of its ~40 bundled display fonts, random colours and
   rotation, one line and ten circles (its difficulty 1), 256x144 with the
-  tiles in a band across the middle (the rest transparent: composited on white).
+  tiles in a band across the middle and the rest black, as the generator draws
+  it (opaque RGBA; any transparency would be composited on white).
 
 Labels are 4 characters of 0-9A-Z. Files are ``LABEL_INDEX.png`` (the layout
 the trainer's ``--data-dir`` and ``eval`` read), each written atomically. The

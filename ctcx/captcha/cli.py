@@ -159,6 +159,9 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
                  f"{d.width_scale}, or --init-from's)")
     _option(data, "--rgb", dest="channels", action="store_const", const=3, default=None,
             help="feed RGB instead of grayscale (default: grayscale, or --init-from's)")
+    _option(data, "--crop-margins", action=argparse.BooleanOptionalAction, default=None,
+            help="cut plain margins around the picture before resizing (captchas drawn in a band of a "
+                 "larger canvas) (default: off, or --init-from's)")
     _option(data, "--pool-size", type=int, default=d.pool_size,
             help="drawn captchas kept in memory and sampled into batches; 0 = every batch freshly drawn")
     _option(data, "--fresh-per-step", type=int, default=d.fresh_per_step,
@@ -277,7 +280,7 @@ def build_parser(command: str = "train") -> argparse.ArgumentParser:
 
 # what --init-from's checkpoint decides unless given: the model, and the input it was trained on
 _FOLLOWS_INIT = ("preset", "conv_channels", "rnn_hidden", "rnn_layers", "head", "pool_first", "channels",
-                 "input_height", "input_width", "width_scale")
+                 "input_height", "input_width", "width_scale", "crop_margins")
 
 
 def _follow_init_from(values: dict) -> None:
@@ -290,7 +293,7 @@ def _follow_init_from(values: dict) -> None:
     for name in _FOLLOWS_INIT:
         if values[name] is None and name in source:
             values[name] = tuple(source[name]) if isinstance(source[name], list) else source[name]
-    for name in ("preset", "channels", "input_height", "input_width", "width_scale"):
+    for name in ("preset", "channels", "input_height", "input_width", "width_scale", "crop_margins"):
         if values[name] is None:
             values[name] = getattr(_DEFAULTS, name)
 
@@ -303,7 +306,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """
     names = ("charset", "fonts", "font_sizes", "data_dir", "val_dir", "val_split", "bad_images", "augment",
              "oversample", "style",
-             "jitter", "input_height", "input_width", "width_scale", "channels", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
+             "jitter", "input_height", "input_width", "width_scale", "channels", "crop_margins", "preset", "conv_channels", "rnn_hidden", "rnn_layers",
              "head", "pool_first", "dropout", "init_from",
              "steps", "batch_size", "lr", "weight_decay", "schedule", "warmup", "clip_grad", "amp", "ema",
              "pool_size", "fresh_per_step", "workers", "eval_size", "eval_every", "save_every", "beam_width",

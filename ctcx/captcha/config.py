@@ -25,7 +25,7 @@ SCHEDULES = ("onecycle", "cosine")
 DECODERS = ("greedy", "beam", "constrained")
 STYLES = ("captcha", "general")
 _DEVICES = ("auto", "cpu", "cuda")
-_BEFORE_FIELD = {"width_scale": 1.0, "head": "gru", "pool_first": False, "oversample": ""}
+_BEFORE_FIELD = {"width_scale": 1.0, "head": "gru", "pool_first": False, "oversample": "", "crop_margins": False}
 """Values that configs written before a field existed meant (older checkpoints lack the key)."""
 
 
@@ -106,6 +106,7 @@ class TrainConfig:
     input_width: int = 0
     width_scale: float = 1.25
     channels: int = 1
+    crop_margins: bool = False  # cut plain margins before resizing (ctcx.captcha.images.crop_margins)
     # model
     preset: str = "tiny"
     conv_channels: Optional[Tuple[int, ...]] = None
@@ -200,6 +201,8 @@ class TrainConfig:
         parse_oversample(self.oversample)
         if not (isinstance(self.jitter, (int, float)) and 0 <= self.jitter <= 4):
             raise ValueError(f"jitter must be a strength in [0, 4] (0 = off), got {self.jitter!r}")
+        if not isinstance(self.crop_margins, bool):
+            raise ValueError(f"crop_margins must be True or False, got {self.crop_margins!r}")
         if not (isinstance(self.ema, (int, float)) and 0 <= self.ema < 1):
             raise ValueError(f"ema must be a decay in [0, 1) (0 = off), got {self.ema!r}")
         if not (self.lr > 0 and self.weight_decay >= 0 and self.clip_grad >= 0 and 0 <= self.dropout < 1
@@ -250,7 +253,7 @@ class TrainConfig:
     def preprocessing(self) -> Dict[str, Any]:
         """Keyword arguments of :func:`~ctcx.captcha.images.preprocess` (and the datasets) for this run."""
         return dict(height=self.input_height, channels=self.channels, width=self.input_width,
-                    width_scale=self.width_scale)
+                    width_scale=self.width_scale, crop=self.crop_margins)
 
     @property
     def num_classes(self) -> int:

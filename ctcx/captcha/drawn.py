@@ -157,10 +157,10 @@ class DrawnCaptchas(Dataset):
     """
 
     def __init__(self, spec: DrawSpec, seed: int, stream: str, height: int, channels: int = 1,
-                 width: int = 0, augment: bool = False, width_scale: float = 1.0) -> None:
+                 width: int = 0, augment: bool = False, width_scale: float = 1.0, crop: bool = False) -> None:
         self.spec, self.seed, self.stream = spec, seed, stream
         self.height, self.channels, self.width, self.augment = height, channels, width, augment
-        self.width_scale = width_scale
+        self.width_scale, self.crop = width_scale, crop
 
     def __len__(self) -> int:
         return 2 ** 62
@@ -169,4 +169,4 @@ class DrawnCaptchas(Dataset):
         image, label = draw_captcha(self.spec, self.seed, self.stream, int(index))
         if self.augment:
             image = augment_image(image, random.Random(f"{self.seed}/{self.stream}/{index}/augment"))
-        return preprocess(image, self.height, self.channels, self.width, self.width_scale), label
+        return preprocess(image, self.height, self.channels, self.width, self.width_scale, self.crop), label

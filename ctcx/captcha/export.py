@@ -1,7 +1,9 @@
 """ONNX export of a trained CRNN, self-describing and checked against onnxruntime.
 
 The exported graph takes what :func:`~ctcx.captcha.images.preprocess`
-produces, so the only preprocessing outside it is convert + resize:
+produces, so the only preprocessing outside it is (when ``crop_margins``
+is true: cutting plain margins, :func:`~ctcx.captcha.images.crop_margins`)
+convert + resize:
 
 - input ``pixels``: uint8 (N, C, H, W), 255 = white; N and W are dynamic
   (W a multiple of 4; pad a batch on the right with 255);
@@ -59,6 +61,7 @@ def _metadata(config: TrainConfig, calibration: Optional[Dict[str, Any]]) -> Dic
         "width_multiple": WIDTH_MULTIPLE,
         "fixed_width": config.input_width,
         "width_scale": config.width_scale,
+        "crop_margins": config.crop_margins,
         "resample": "bilinear (PIL Image.Resampling.BILINEAR)",
         "input": "uint8 pixels (N, C, H, W), 255 = white, batches padded on the right with 255",
         "output": "logits (N, T, num_classes), T = W / 4, class 0 = CTC blank, class i = charset[i - 1]",
@@ -199,7 +202,8 @@ class OnnxReader:
     def _pixels(self, image) -> np.ndarray:
         spec = self.preprocess
         channels = {v: k for k, v in COLOR_MODES.items()}[spec["color_mode"]]
-        return preprocess(image, spec["height"], channels, spec["fixed_width"], spec.get("width_scale", 1.0))[None]
+        return preprocess(image, spec["height"], channels, spec["fixed_width"], spec.get("width_scale", 1.0),
+                          spec.get("crop_margins", False))[None]
 
     def read(self, images: Sequence) -> List[str]:
         """Labels of PIL images, preprocessed as the metadata says, one image at a time."""

@@ -188,10 +188,10 @@ class FolderImages(Dataset):
     """
 
     def __init__(self, items: Sequence[Item], height: int, channels: int = 1, width: int = 0,
-                 augment: bool = False, seed: int = 0, width_scale: float = 1.0) -> None:
+                 augment: bool = False, seed: int = 0, width_scale: float = 1.0, crop: bool = False) -> None:
         self.items = list(items)
         self.height, self.channels, self.width, self.augment, self.seed = height, channels, width, augment, seed
-        self.width_scale = width_scale
+        self.width_scale, self.crop = width_scale, crop
 
     def __len__(self) -> int:
         return len(self.items)
@@ -202,4 +202,4 @@ class FolderImages(Dataset):
         image = load_image(path)
         if self.augment:
             image = augment_image(image, random.Random(f"{self.seed}/folder/{index}/{visit}"))
-        return preprocess(image, self.height, self.channels, self.width, self.width_scale), label
+        return preprocess(image, self.height, self.channels, self.width, self.width_scale, self.crop), label

@@ -50,8 +50,44 @@ def output_width(size: Tuple[int, int], height: int, width: int = 0, width_scale
     return max(WIDTH_MULTIPLE, round(w * height / h * width_scale / WIDTH_MULTIPLE) * WIDTH_MULTIPLE)
 
 
+MARGIN_TOLERANCE = 24
+"""A pixel belongs to a margin when no channel differs from the margin's colour by more than this."""
+MARGIN_INK = 0.02
+"""A row or column is part of the picture when more than this fraction of its pixels is not margin."""
+
+
+def crop_margins(image: Image.Image, pad: int = 2) -> Image.Image:
+    """``image`` without the plain margins around the picture.
+
+    The margins' colour is the per-channel median of the outermost ring of
+    pixels; rows and columns in which at most :data:`MARGIN_INK` of the
+    pixels differ from it (by more than :data:`MARGIN_TOLERANCE` in some
+    channel) are cut from each side, keeping ``pad`` of them. For captchas
+    drawn in a band of a larger canvas (e.g. ``multicolorcaptcha``'s 256x144
+    with the characters in the middle third), which a fixed input height
+    would otherwise shrink. An image with no plain margin, or whose picture
+    would be under 8 pixels either way, is returned unchanged.
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    h, w = pixels.shape[:2]
+    if h < 3 or w < 3:
+        return image
+    ring = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    colour = np.median(ring, axis=0)
+    ink = (np.abs(pixels - colour) > MARGIN_TOLERANCE).any(axis=2)
+    rows = np.flatnonzero(ink.mean(axis=1) > MARGIN_INK)
+    cols = np.flatnonzero(ink.mean(axis=0) > MARGIN_INK)
+    if len(rows) == 0 or len(cols) == 0 or rows[-1] + 1 - rows[0] < 8 or cols[-1] + 1 - cols[0] < 8:
+        return image
+    top, bottom = max(0, rows[0] - pad), min(h, rows[-1] + 1 + pad)
+    left, right = max(0, cols[0] - pad), min(w, cols[-1] + 1 + pad)
+    if (top, bottom, left, right) == (0, h, 0, w):
+        return image
+    return image.crop((int(left), int(top), int(right), int(bottom)))
+
+
 def preprocess(image: Image.Image, height: int, channels: int = 1, width: int = 0,
-               width_scale: float = 1.0) -> np.ndarray:
+               width_scale: float = 1.0, crop: bool = False) -> np.ndarray:
     """Convert and resize ``image`` for the model.
 
     Args:
@@ -60,10 +96,13 @@ def preprocess(image: Image.Image, height: int, channels: int = 1, width: int = 
         width: output width in pixels, or 0 to keep the aspect ratio times
             ``width_scale`` (see :func:`output_width`).
         width_scale: horizontal stretch relative to the aspect ratio (used when ``width`` is 0).
+        crop: cut plain margins first (:func:`crop_margins`).
 
     Returns:
         uint8 array (channels, height, width'), 255 = white.
     """
+    if crop:
+        image = crop_margins(image)
     converted = image.convert(COLOR_MODES[channels])
     size = (output_width(image.size, height, width, width_scale), height)
     resized = converted.resize(size, Image.Resampling.BILINEAR)

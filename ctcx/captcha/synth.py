@@ -16,16 +16,17 @@ The style space of :func:`render` (probabilities per image):
 - background: flat (40%), a two-colour gradient (25%), blurred colour noise
   (20%) or stripes / a grid (15%); light with dark text, or dark with light
   text (20%);
-- text: one font per image (70%) or per character, from :func:`font_files`;
-  size 50-90% of the height; one colour (60%) or one per character, at least
+- text: one font per image (80%) or per character, from :func:`font_files`;
+  size 55-90% of the height; one colour (60%) or one per character, at least
   90 of luminance away from the background; plain, bold (stroke 1-2 px),
   thin outline (10%);
-- each character: horizontal scale 0.7-1.3, rotation up to 0, 15, 30 or 40
-  degrees, vertical offset up to 15% of the height, spacing 0.7-1.15 of its
+- each character: horizontal scale 0.7-1.3, rotation up to 0, 10, 20 or 30
+  degrees, vertical offset up to 15% of the height, spacing 0.8-1.15 of its
   width (negative gaps overlap, as many captchas do); the text is squeezed to
   fit the canvas, else placed at a random position;
-- clutter: 0-4 lines, arcs or sine curves (under or over the text, 1-4 px,
-  in the text's colour half the time), 0-300 dots, 0-12 circles;
+- clutter: 0-2 lines, arcs or sine curves under the text (1-4 px) and 0-3
+  over it (1-3 px), in the text's colour half the time; 0-300 dots, 0-12
+  circles;
 - the whole image: a sine warp (30%) or a perspective warp (25%), blur (30%),
   Gaussian noise (30%), JPEG artefacts (20%), grey (20%).
 
@@ -212,9 +213,9 @@ def _glyph(rng: random.Random, char: str, font, color, outline: bool, stroke: in
     return layer
 
 
-def _curve(rng: random.Random, draw: ImageDraw.ImageDraw, size, color) -> None:
+def _curve(rng: random.Random, draw: ImageDraw.ImageDraw, size, color, max_width: int = 4) -> None:
     w, h = size
-    width = rng.randint(1, 4)
+    width = rng.randint(1, max_width)
     kind = rng.random()
     if kind < 0.4:
         draw.line([(rng.uniform(0, 0.3) * w, rng.uniform(0, h)), (rng.uniform(0.7, 1) * w, rng.uniform(0, h))],
@@ -278,19 +279,19 @@ def render(label: str, rng: random.Random, fonts: Optional[Sequence[str]] = None
     for _ in range(rng.choice((0, 0, 1, 2))):  # clutter under the text
         _curve(rng, draw, size, ink if rng.random() < 0.5 else _ink(rng, base))
 
-    one_font = rng.random() < 0.7
+    one_font = rng.random() < 0.8
     font_path = rng.choice(fonts)
-    font_size = max(10, int(height * rng.uniform(0.5, 0.9)))
+    font_size = max(10, int(height * rng.uniform(0.55, 0.9)))
     one_color = rng.random() < 0.6
     outline = rng.random() < 0.1
     stroke = rng.choice((0, 0, 0, 1, 2))
-    max_rotation = rng.choice((0, 15, 30, 40))
+    max_rotation = rng.choice((0, 10, 20, 30))
     glyphs = []
     for char in label:
         path = font_path if one_font else rng.choice(fonts)
         color = ink if one_color else _ink(rng, base)
         glyphs.append(_glyph(rng, char, _load(path, font_size), color, outline, stroke, max_rotation, height))
-    spacing = [rng.uniform(0.7, 1.15) for _ in glyphs]
+    spacing = [rng.uniform(0.8, 1.15) for _ in glyphs]
     text_width = int(sum(g.width * s for g, s in zip(glyphs[:-1], spacing)) + glyphs[-1].width) + 1
     text = Image.new("RGBA", (max(1, text_width), height), (0, 0, 0, 0))
     x = 0.0
@@ -307,8 +308,8 @@ def render(label: str, rng: random.Random, fonts: Optional[Sequence[str]] = None
     image.paste(text, (left, 0), text)
 
     draw = ImageDraw.Draw(image)
-    for _ in range(rng.choice((0, 0, 1, 1, 2, 3, 4))):  # clutter over the text
-        _curve(rng, draw, size, ink if rng.random() < 0.5 else _ink(rng, base))
+    for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):  # clutter over the text, thinner
+        _curve(rng, draw, size, ink if rng.random() < 0.5 else _ink(rng, base), max_width=3)
     for _ in range(rng.choice((0, 0, rng.randint(10, 300)))):
         x, y = rng.randrange(width), rng.randrange(height)
         r = rng.choice((0, 0, 1))
