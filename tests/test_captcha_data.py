@@ -102,8 +102,8 @@ def _banded(rng, margin=(0, 0, 0)):
 def test_crop_margins_cuts_plain_margins_and_keeps_pictures_without_them():
     rng = np.random.default_rng(0)
     banded = _banded(rng)
-    assert crop_margins(banded).size == (236 + 4, 48 + 4)  # the picture plus 2 pixels each side
-    assert crop_margins(banded, pad=0).tobytes() == banded.crop((10, 48, 246, 96)).tobytes()
+    assert crop_margins(banded).tobytes() == banded.crop((10, 48, 246, 96)).tobytes()
+    assert crop_margins(banded, pad=2).size == (236 + 4, 48 + 4)  # the picture and 2 pixels each side
     white = _banded(rng, (255, 255, 255))
     assert crop_margins(white, pad=0).size == (236, 48)
     # A few dots in a margin (under 2% of a row or column) do not stop the cut.

@@ -367,6 +367,40 @@ def test_onnx_reader_cuts_margins_when_the_model_was_trained_to(tmp_path):
 
 # ---- command line ------------------------------------------------------------------------------
 
+def test_cli_crop_margins_reads_a_captcha_placed_in_a_band_of_a_larger_canvas(trained, tmp_path, capsys):
+    from ctcx.captcha.images import crop_margins, preprocess
+
+    plain, banded = tmp_path / "plain", tmp_path / "banded"
+    assert main(["generate", str(plain), "--count", "8", "--charset", "digits", "--length", "1-2",
+                 "--image-size", "64x32", "--workers", "0"]) == 0
+    banded.mkdir()
+    for path in sorted(plain.iterdir()):  # each captcha pasted at (40, 50) into a 160x120 black canvas
+        canvas = Image.new("RGB", (160, 120))
+        with Image.open(path) as image:
+            canvas.paste(image.convert("RGB"), (40, 50))
+        canvas.save(banded / path.name)
+    checkpoint = str(trained.checkpoint)
+    for folder, flag in ((plain, []), (banded, ["--crop-margins"]), (banded, [])):
+        assert main(["predict", str(folder), "-c", checkpoint, "-o", str(tmp_path / "p.tsv"), "--spans"]
+                    + flag) == 0
+        rows = [r.split("\t") for r in (tmp_path / "p.tsv").read_text().splitlines()[1:]]
+        if folder is plain:
+            expected = [r[1] for r in rows]
+            continue
+        columns = [[tuple(map(int, c.split("-"))) for c in r[5].split()] for r in rows]
+        if flag:  # cropped: exactly the plain captcha, read as before; columns in the canvas's frame
+            cropped = [preprocess(crop_margins(Image.open(banded / Path(r[0]).name)), **trained.config.preprocessing)
+                       for r in rows]
+            assert [p.text for p in predict(trained.model, cropped, trained.config.charset)] == [r[1] for r in rows]
+            assert [r[1] for r in rows] == expected
+            assert all(40 <= a < b <= 104 for c in columns for a, b in c)
+        else:  # not cropped: the 32-pixel captcha shrinks to 4 pixels of the model's 16 and is misread
+            assert sum(a == b for a, b in zip(expected, [r[1] for r in rows])) <= 4
+    capsys.readouterr()
+    assert main(["eval", str(banded), "-c", checkpoint, "--crop-margins"]) == 0
+    assert "8 images" in capsys.readouterr().out
+
+
 def test_cli_eval_predict_export_on_a_folder(trained, tmp_path, capsys, monkeypatch):
     folder = tmp_path / "imgs"
     assert main(["generate", str(folder), "--count", "12", "--charset", "digits", "--length", "1-2",

@@ -92,6 +92,9 @@ def _reading_options(group) -> None:
                  "(ctcx.captcha.evaluate.fold_charset); default: the checkpoint's charset")
     _option(group, "--length", type=_length, default=None,
             help="label lengths for the constrained decoder, N or MIN-MAX (default: the checkpoint's)")
+    _option(group, "--crop-margins", action=argparse.BooleanOptionalAction, default=None,
+            help="cut plain margins around the picture before resizing, or not (default: as the checkpoint "
+                 "was trained)")
 
 
 def _draw_options(group) -> None:
@@ -384,12 +387,20 @@ def _reading(args: argparse.Namespace, config: TrainConfig) -> tuple:
     return read_as, (args.length or (config.min_length, config.max_length))
 
 
+def _cropping(args: argparse.Namespace, config: TrainConfig) -> TrainConfig:
+    """``config`` with --crop-margins/--no-crop-margins applied to its preprocessing, if given."""
+    if args.crop_margins is None:
+        return config
+    return dataclasses.replace(config, crop_margins=args.crop_margins)
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate
     from .train import resolve_device
 
     model, config, checkpoint = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    config = _cropping(args, config)
     temperature, source = _temperature_used(args, checkpoint)
     read_as, (min_length, max_length) = _reading(args, config)
     shown = dataclasses.replace(config, min_length=min_length, max_length=max_length)  # what is described
@@ -432,11 +443,12 @@ def _predict(args: argparse.Namespace) -> None:
     from .checkpoint import atomic_write, load_checkpoint
     from .evaluate import FRAME_COLUMNS, predict
     from .folder import load_image, readable_items
-    from .images import preprocess
+    from .images import margin_box, preprocess
     from .spans import char_cells, draw_spans
     from .train import resolve_device
 
     model, config, checkpoint = load_checkpoint(args.checkpoint, resolve_device("auto"))
+    config = _cropping(args, config)
     temperature, _ = _temperature_used(args, checkpoint)
     if args.temperature is None and not checkpoint.get("calibration"):
         print(f"note: {args.checkpoint} is not calibrated (T = 1): its confidences may be too high; fit T "
@@ -464,8 +476,10 @@ def _predict(args: argparse.Namespace) -> None:
                        max_length, locate=locate, temperature=temperature, read_as=read_as)
 
     def columns(reading, original, image):  # model-input columns -> the image's own pixel columns
-        scale = original.size[0] / image.shape[-1]
-        return [(round(a * scale), round(b * scale)) for a, b in reading.char_columns]
+        box = margin_box(original) if config.crop_margins else None
+        left, right = (box[0], box[2]) if box else (0, original.size[0])
+        scale = (right - left) / image.shape[-1]
+        return [(left + round(a * scale), left + round(b * scale)) for a, b in reading.char_columns]
 
     def pairs(spans) -> str:
         return " ".join(f"{a}-{b}" for a, b in spans)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -56,8 +56,14 @@ MARGIN_INK = 0.02
 """A row or column is part of the picture when more than this fraction of its pixels is not margin."""
 
 
-def crop_margins(image: Image.Image, pad: int = 2) -> Image.Image:
-    """``image`` without the plain margins around the picture.
+def crop_margins(image: Image.Image, pad: int = 0) -> Image.Image:
+    """``image`` without the plain margins around the picture (see :func:`margin_box`)."""
+    box = margin_box(image, pad)
+    return image if box is None else image.crop(box)
+
+
+def margin_box(image: Image.Image, pad: int = 0) -> Optional[Tuple[int, int, int, int]]:
+    """The box (left, top, right, bottom) of ``image`` inside its plain margins, or None.
 
     The margins' colour is the per-channel median of the outermost ring of
     pixels; rows and columns in which at most :data:`MARGIN_INK` of the
@@ -65,25 +71,25 @@ def crop_margins(image: Image.Image, pad: int = 2) -> Image.Image:
     channel) are cut from each side, keeping ``pad`` of them. For captchas
     drawn in a band of a larger canvas (e.g. ``multicolorcaptcha``'s 256x144
     with the characters in the middle third), which a fixed input height
-    would otherwise shrink. An image with no plain margin, or whose picture
-    would be under 8 pixels either way, is returned unchanged.
+    would otherwise shrink. None (keep the image) when there is no plain
+    margin or the picture would be under 8 pixels either way.
     """
     pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
     h, w = pixels.shape[:2]
     if h < 3 or w < 3:
-        return image
+        return None
     ring = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
     colour = np.median(ring, axis=0)
     ink = (np.abs(pixels - colour) > MARGIN_TOLERANCE).any(axis=2)
     rows = np.flatnonzero(ink.mean(axis=1) > MARGIN_INK)
     cols = np.flatnonzero(ink.mean(axis=0) > MARGIN_INK)
     if len(rows) == 0 or len(cols) == 0 or rows[-1] + 1 - rows[0] < 8 or cols[-1] + 1 - cols[0] < 8:
-        return image
+        return None
     top, bottom = max(0, rows[0] - pad), min(h, rows[-1] + 1 + pad)
     left, right = max(0, cols[0] - pad), min(w, cols[-1] + 1 + pad)
     if (top, bottom, left, right) == (0, h, 0, w):
-        return image
-    return image.crop((int(left), int(top), int(right), int(bottom)))
+        return None
+    return int(left), int(top), int(right), int(bottom)
 
 
 def preprocess(image: Image.Image, height: int, channels: int = 1, width: int = 0,
