@@ -1,6 +1,6 @@
 """Strip a finished training checkpoint down to what reading and fine-tuning need,
 write it to ctcx/captcha/weights/NAME.pt and print its sha256 for
-ctcx.captcha.pretrained.PRETRAINED.
+PRETRAINED in ctcx/captcha/pretrained.py.
 
 Kept: config, charset, step, the weights (``state_dict``: the moving average
 a run evaluates), calibration, final metrics, and where it came from

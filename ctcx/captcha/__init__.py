@@ -14,6 +14,7 @@
 - :mod:`.curves`: the CSV log and the PNG plot of a run.
 - :mod:`.train`: the training loop (AMP, DDP under torchrun, resume).
 - :mod:`.export`: ONNX export, checked against onnxruntime.
+- :mod:`.pretrained`: readers shipped with ctcx; ``ctcx.captcha.pretrained("general")`` loads one.
 - :mod:`.cli`: the command line behind ``examples/train_captcha.py``.
 """
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -24,10 +25,11 @@ from .labels import CHARSETS, decode_label, encode_label, label_from_filename, r
 from .metrics import character_error_rate, edit_distance, exact_match
 from .model import CRNN, PRESETS, build_model, count_parameters
 from .train import TrainResult, train
+from .pretrained import PRETRAINED, pretrained  # noqa: E402  (the name now means the loader, not the module)
 
 __all__ = [
     "load_checkpoint", "read_checkpoint", "save_checkpoint", "TrainConfig", "EvalResult", "Prediction",
     "evaluate", "predict", "preprocess", "to_model_input", "CHARSETS", "decode_label", "encode_label",
     "label_from_filename", "resolve_charset", "character_error_rate", "edit_distance", "exact_match",
-    "CRNN", "PRESETS", "build_model", "count_parameters", "TrainResult", "train",
+    "CRNN", "PRESETS", "build_model", "count_parameters", "TrainResult", "train", "PRETRAINED", "pretrained",
 ]

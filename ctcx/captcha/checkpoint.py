@@ -152,7 +152,7 @@ def update_checkpoint(path: os.PathLike | str, entries: Dict[str, Any]) -> Path:
 
     if resolve_checkpoint(path)[1]:
         raise ValueError(f"{path!s} is a reader shipped with ctcx, not a file to change: copy it "
-                         f"(ctcx.captcha.pretrained.pretrained_path({str(path)!r})) and change the copy")
+                         f"(from ctcx.captcha.pretrained import pretrained_path; pretrained_path({str(path)!r})) and change the copy")
     checkpoint = read_checkpoint(path)
     checkpoint.update(entries)
     return save_checkpoint(path, checkpoint)
