@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctcx.captcha.labels import CHARSETS
+
 HEIGHT, WIDTH = 64, 48  # canvas of one character (the library's boxes at sizes 42-56 fit)
 
 
@@ -71,7 +73,7 @@ def draw(args):
     return images, labels
 
 
-CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CHARSET = CHARSETS["0-9A-Z"]  # the characters of the captchas drawn around the pair
 
 
 def recording_captcha():
